@@ -1,0 +1,1 @@
+"""First stage of the pipeline: YOLOv8 person proposals on keyframes."""

@@ -1,0 +1,1 @@
+"""Data layer: annotation formats, frames and video, the toy-actors generator, datasets."""

@@ -1,0 +1,1 @@
+"""One module per annotation format; readers return `stad.structures` records."""
