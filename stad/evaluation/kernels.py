@@ -1,0 +1,171 @@
+"""Compiled kernels that replay the official AVA evaluator's per-row logic exactly.
+
+The official ``read_csv`` keeps, per keyframe, a ``heapq`` min-heap of
+``(score, action_id, y1, x1, y2, x2)`` tuples, replaces the minimum only on a strictly greater
+score, then stable-sorts the heap *array* by descending score. Which rows survive, and the order
+of tied scores, both depend on that exact heap array, so it is replayed here operation for
+operation (CPython's ``heappush``/``heapreplace`` algorithm) instead of being approximated.
+The greedy TP/FP matching and the IoU arithmetic follow ``per_image_evaluation`` the same way.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, inline="always")
+def _tuple_less(i, j, score, action, y1, x1, y2, x2):
+    """Python's ``(score, action, y1, x1, y2, x2)`` tuple ``<`` for rows i and j."""
+    if score[i] != score[j]:
+        return score[i] < score[j]
+    if action[i] != action[j]:
+        return action[i] < action[j]
+    if y1[i] != y1[j]:
+        return y1[i] < y1[j]
+    if x1[i] != x1[j]:
+        return x1[i] < x1[j]
+    if y2[i] != y2[j]:
+        return y2[i] < y2[j]
+    return x2[i] < x2[j]
+
+
+@njit(cache=True)
+def _sift_down(heap, start, pos, score, action, y1, x1, y2, x2):
+    item = heap[pos]
+    while pos > start:
+        parent_pos = (pos - 1) >> 1
+        parent = heap[parent_pos]
+        if _tuple_less(item, parent, score, action, y1, x1, y2, x2):
+            heap[pos] = parent
+            pos = parent_pos
+            continue
+        break
+    heap[pos] = item
+
+
+@njit(cache=True)
+def _sift_up(heap, size, pos, score, action, y1, x1, y2, x2):
+    start = pos
+    item = heap[pos]
+    child = 2 * pos + 1
+    while child < size:
+        right = child + 1
+        if right < size and not _tuple_less(heap[child], heap[right], score, action, y1, x1, y2, x2):
+            child = right
+        heap[pos] = heap[child]
+        pos = child
+        child = 2 * pos + 1
+    heap[pos] = item
+    _sift_down(heap, start, pos, score, action, y1, x1, y2, x2)
+
+
+@njit(cache=True)
+def _stable_sort_desc(heap, size, score, out):
+    """``sorted(heap, key=-score)`` (stable) written to ``out[:size]``."""
+    if size <= 64:
+        for i in range(size):
+            item = heap[i]
+            j = i
+            while j > 0 and score[out[j - 1]] < score[item]:
+                out[j] = out[j - 1]
+                j -= 1
+            out[j] = item
+    else:
+        order = np.argsort(-score[heap[:size]], kind="mergesort")
+        for i in range(size):
+            out[i] = heap[order[i]]
+
+
+@njit(cache=True)
+def _select_one_key(rows, capacity, score, action, y1, x1, y2, x2, heap):
+    """Replay the capacity heap over ``rows`` (file order); returns the heap size."""
+    size = 0
+    for r in rows:
+        if capacity < 1 or size < capacity:
+            heap[size] = r
+            _sift_down(heap, 0, size, score, action, y1, x1, y2, x2)
+            size += 1
+        elif score[r] > score[heap[0]]:
+            heap[0] = r
+            _sift_up(heap, size, 0, score, action, y1, x1, y2, x2)
+    return size
+
+
+@njit(cache=True, parallel=True)
+def select_rows(key_offsets, rows_by_key, capacity, score, action, y1, x1, y2, x2, out_offsets):
+    """Rows kept per key, in the order the official evaluator hands them on.
+
+    Args:
+        key_offsets: int64 ``[K+1]``; key k owns ``rows_by_key[key_offsets[k]:key_offsets[k+1]]``.
+        rows_by_key: int64 ``[N]`` row indices grouped by key, file order inside a key.
+        capacity: rows kept per key (< 1: all).
+        out_offsets: int64 ``[K+1]``; cumulative ``min(n_k, capacity)``.
+    Returns:
+        int64 ``[out_offsets[-1]]`` selected row indices, key by key, descending score.
+    """
+    out = np.empty(out_offsets[-1], np.int64)
+    for k in prange(len(key_offsets) - 1):
+        rows = rows_by_key[key_offsets[k]:key_offsets[k + 1]]
+        heap = np.empty(out_offsets[k + 1] - out_offsets[k], np.int64)
+        size = _select_one_key(rows, capacity, score, action, y1, x1, y2, x2, heap)
+        _stable_sort_desc(heap, size, score, out[out_offsets[k]:out_offsets[k] + size])
+    return out
+
+
+@njit(cache=True, inline="always")
+def _iou(a, b, y1, x1, y2, x2, gy1, gx1, gy2, gx2):
+    """np_box_ops.iou for one detection a and one ground-truth box b, same float operations."""
+    height = max(0.0, min(y2[a], gy2[b]) - max(y1[a], gy1[b]))
+    width = max(0.0, min(x2[a], gx2[b]) - max(x1[a], gx1[b]))
+    intersect = height * width
+    area_a = (y2[a] - y1[a]) * (x2[a] - x1[a])
+    area_b = (gy2[b] - gy1[b]) * (gx2[b] - gx1[b])
+    union = area_a + area_b - intersect
+    if union == 0.0:
+        return np.nan
+    return intersect / union
+
+
+@njit(cache=True, parallel=True)
+def match_targets(det_offsets, det_rows, det_to_gt_key, gt_offsets, gt_rows, action, y1, x1, y2, x2,
+                  gt_action, gy1, gx1, gy2, gx2, iou_threshold):
+    """For each detection row: the GT row it would claim (argmax IoU within its class), or -1.
+
+    ``np.argmax`` picks the first maximum (a NaN counts as the maximum); the claim needs
+    ``IoU >= iou_threshold``. Independent of capacity, so computed once.
+    """
+    target = np.full(len(action), -1, np.int64)
+    for k in prange(len(det_offsets) - 1):
+        g = det_to_gt_key[k]
+        if g < 0:
+            continue
+        gts = gt_rows[gt_offsets[g]:gt_offsets[g + 1]]
+        for r in det_rows[det_offsets[k]:det_offsets[k + 1]]:
+            best = -1
+            best_iou = -1.0
+            for j in gts:
+                if gt_action[j] != action[r]:
+                    continue
+                value = _iou(r, j, y1, x1, y2, x2, gy1, gx1, gy2, gx2)
+                if best >= 0 and np.isnan(best_iou):
+                    break
+                if best < 0 or np.isnan(value) or value > best_iou:
+                    best = j
+                    best_iou = value
+            if best >= 0 and best_iou >= iou_threshold:
+                target[r] = best
+    return target
+
+
+@njit(cache=True, parallel=True)
+def claim_true_positives(out_offsets, selected, target, n_gt_rows):
+    """Greedy matching in hand-on order: the first detection to reach a GT row is the TP."""
+    is_tp = np.zeros(len(selected), np.bool_)
+    claimed = np.zeros(n_gt_rows, np.bool_)
+    for k in prange(len(out_offsets) - 1):
+        for p in range(out_offsets[k], out_offsets[k + 1]):
+            g = target[selected[p]]
+            if g >= 0 and not claimed[g]:
+                claimed[g] = True
+                is_tp[p] = True
+    return is_tp
