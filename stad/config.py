@@ -1,0 +1,351 @@
+"""Experiment configuration: YAML -> frozen dataclasses with strict keys and ``--set`` overrides.
+
+The layout follows ACAR-Net's YAML configs (``evaluate``, ``result_path``, ``model: {backbone, neck,
+head}``, ``train: {...}``, ``val: {...}``) so their files load unchanged; project additions
+(gradient clipping, accumulation, AMP, capacities, distributed timeouts) are optional keys with
+defaults. ``docs/engine.md`` documents every key.
+
+An unknown key is an error that names the file, the dotted key and the closest valid key. Free-form
+``kwargs`` mappings are passed to constructors, which reject unknown arguments themselves.
+
+No torch import here: loading a config must be cheap.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import yaml
+
+from stad.io_utils import atomic_write_text
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file and the dotted key."""
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """A weight file to load (ACAR: ``pretrain: {path: ...}``)."""
+
+    path: str
+    state_dict_key: str | None = None  # ACAR: take checkpoint[state_dict_key] first
+    delete_prefix: str | None = None  # ACAR: drop keys with this prefix
+    replace_prefix: str | None = None  # ACAR: rename prefix ...
+    replace_to: str = ""  # ... to this
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """One augmentation step: ``type`` names it, ``kwargs`` are its arguments (a list = test-time views)."""
+
+    type: str
+    kwargs: Any = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    spatial: tuple[TransformSpec, ...] = ()
+    temporal: TransformSpec = TransformSpec("TemporalCenterCrop", {"size": 64, "step": 2})
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    type: str = "SGD"  # SGD | AdamW | Adam
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Per-iteration LR: linear warm-up from ``base_lr`` to ``warmup_lr``, then step or cosine (ACAR)."""
+
+    type: str = "step"  # step | cosine | constant
+    base_lr: float = 0.01
+    warmup_lr: float | None = None  # peak LR after warm-up; None = base_lr (no warm-up ramp)
+    warmup_epochs: float = 0.0
+    milestone_epochs: tuple[float, ...] = ()
+    lr_mults: tuple[float, ...] = ()
+    min_lr: float = 0.0
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    arch: str = "slowfast50"
+    learnable: bool = True
+    pretrain: PathSpec | None = None
+    kwargs: dict = field(default_factory=dict)
+    subbackbone: PathSpec | None = None  # CW "VITSF": the ViT stream's weights
+    sub_arch: str | None = None  # project key: the ViT stream's architecture (default vit_giant)
+    sub_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModuleConfig:
+    type: str
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    freeze_bn: bool = True
+    backbone: BackboneConfig = BackboneConfig()
+    neck: ModuleConfig = ModuleConfig("basic")
+    head: ModuleConfig = ModuleConfig("acar")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    type: str = "ava_criterion"
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalMapConfig:
+    labelmap: str
+    groundtruth: str
+    exclusions: str | None = None
+    capacities: tuple[int, ...] = (50,)
+    ignore_keys_without_gt: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    root_path: str
+    annotation_path: str
+    batch_size: int = 1  # clips per process per micro-step
+    augmentation: AugmentationConfig = AugmentationConfig()
+    n_epochs: int = 1
+    val_freq: int = 1
+    save_freq: int = 1
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    workers: int = 0
+    video_root: str | None = None
+    accumulate_steps: int = 1  # micro-batches per optimizer step
+    grad_clip: float | None = None  # max global grad L2 norm
+    amp: bool = True  # mixed precision; only ever enabled on CUDA
+    drop_last: bool = True
+
+
+@dataclass(frozen=True)
+class ValConfig:
+    root_path: str
+    annotation_path: str
+    batch_size: int = 1
+    augmentation: AugmentationConfig = AugmentationConfig()
+    with_label: bool = False
+    eval_mAP: EvalMapConfig | None = None
+    workers: int = 0
+    video_root: str | None = None
+
+
+@dataclass(frozen=True)
+class CudnnConfig:
+    deterministic: bool = False
+    benchmark: bool = False
+
+
+@dataclass(frozen=True)
+class DistConfig:
+    timeout_s: float = 600.0  # bound on any collective wait (init, barrier, all_reduce)
+    find_unused_parameters: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig
+    val: ValConfig | None = None
+    train: TrainConfig | None = None
+    loss: LossConfig = LossConfig()
+    evaluate: bool = False
+    result_path: str = "runs/default"
+    manual_seed: int = 1
+    print_freq: int = 20
+    resume_path: str | None = None  # ACAR: weights (+ optimizer state when training) to start from
+    pretrain: PathSpec | None = None  # ACAR: whole-model weights, non-strict
+    cap_min: int | None = None  # CW adaptation: capacity sweep range(cap_min, cap_max, cap_step)
+    cap_max: int | None = None
+    cap_step: int = 1
+    cudnn: CudnnConfig = CudnnConfig()
+    dist: DistConfig = DistConfig()
+
+    def __post_init__(self) -> None:
+        if not self.evaluate and self.train is None:
+            raise ConfigError("a training config (evaluate: False) needs a 'train' section")
+        if self.evaluate and self.val is None:
+            raise ConfigError("an evaluation config (evaluate: True) needs a 'val' section")
+        if (self.cap_min is None) != (self.cap_max is None):
+            raise ConfigError("cap_min and cap_max go together")
+
+    @property
+    def capacities(self) -> tuple[int, ...]:
+        """Capacities for the evaluator: the CW sweep if given, else ``val.eval_mAP.capacities``."""
+        if self.cap_min is not None and self.cap_max is not None:
+            return tuple(range(self.cap_min, self.cap_max, self.cap_step))
+        if self.val is not None and self.val.eval_mAP is not None:
+            return self.val.eval_mAP.capacities
+        return (50,)
+
+    @property
+    def num_classes(self) -> int:
+        """Class count, from ``model.head.kwargs.num_classes`` (ACAR) or ``neck.kwargs.num_classes``."""
+        for kwargs in (self.model.head.kwargs, self.model.neck.kwargs):
+            if "num_classes" in kwargs:
+                return int(kwargs["num_classes"])
+        raise ConfigError("model.head.kwargs.num_classes is required")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _strip_none(tp: Any) -> tuple[Any, bool]:
+    """(inner type, optional?) for ``X | None``."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    inner, optional = _strip_none(tp)
+    if value is None:
+        if optional or inner is Any:
+            return None
+        raise ConfigError(f"{where}: must not be empty (expected {getattr(inner, '__name__', inner)})")
+    if dataclasses.is_dataclass(inner):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return _build(inner, value, where)
+    origin = typing.get_origin(inner)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]  # a scalar where a list is expected: one element
+        elem = typing.get_args(inner)[0]
+        return tuple(_convert(v, elem, f"{where}[{i}]") for i, v in enumerate(value))
+    if inner is dict or origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if inner is Any:
+        return value
+    return _convert_scalar(value, inner, where)
+
+
+def _convert_scalar(value: Any, tp: type, where: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-7" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value).strip()
+    raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    prefix = f"{where}." if where else ""
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            raise ConfigError(f"unknown key '{prefix}{key}'{hint}")
+    kwargs = {}
+    for name, spec in fields.items():
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}")
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key '{prefix}{name}'")
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{where or 'config'}: {err}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'train.n_epochs=3'`` -> (['train', 'n_epochs'], 3); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.n_epochs=3")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {text!r}: empty key")
+    return parts, yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """A copy of ``data`` with each ``a.b=c`` override applied (intermediate mappings created)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: '{'.'.join(parts[:i + 1])}' is not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
+    """Build a `Config`; errors are prefixed with ``source``."""
+    try:
+        return _build(Config, data or {}, "")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config, apply ``--set`` overrides and validate it strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return config_from_dict(apply_overrides(data, overrides), str(path))
+
+
+def config_to_dict(config: Any) -> Any:
+    """Plain YAML-able data (tuples become lists); ``config_from_dict`` inverts it."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (list, tuple)):
+        return [config_to_dict(v) for v in config]
+    if isinstance(config, Mapping):
+        return {k: config_to_dict(v) for k, v in config.items()}
+    return config
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config (every default filled in) as YAML, atomically."""
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -1,0 +1,123 @@
+"""Training checkpoints: atomic save every epoch, exact resume, and loading of foreign weights.
+
+A checkpoint is a dict with ACAR-Net's key names (``epoch``, ``state_dict``, ``optimizer``,
+``scheduler``) plus ``scaler``, ``rng`` and ``config``; ``format`` marks files we wrote.
+"""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from stad.io_utils import atomic_open
+
+FORMAT = "stad-engine/1"
+_CKPT_RE = re.compile(r"^ckpt_(\d+)\.pth$")
+
+
+def checkpoint_dir(result_path: str | Path) -> Path:
+    return Path(result_path) / "checkpoints"
+
+
+def checkpoint_path(result_path: str | Path, epoch: int) -> Path:
+    return checkpoint_dir(result_path) / f"ckpt_{epoch}.pth"
+
+
+def latest_checkpoint(result_path: str | Path) -> Path | None:
+    """The checkpoint with the highest epoch under ``result_path/checkpoints``, if any."""
+    folder = checkpoint_dir(result_path)
+    found = [(int(m.group(1)), p) for p in folder.glob("ckpt_*.pth") if (m := _CKPT_RE.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DDP (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint(path: str | Path, *, epoch: int, model: torch.nn.Module, optimizer: Any = None,
+                    scheduler: Any = None, scaler: Any = None, config: dict | None = None) -> Path:
+    """Write everything needed to resume after ``epoch``; atomic (temp file + rename)."""
+    state = {
+        "format": FORMAT,
+        "epoch": epoch,
+        "state_dict": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng_state(),
+        "config": config,
+    }
+    with atomic_open(path, "wb") as handle:
+        torch.save(state, handle)
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint onto the CPU; a clear error names a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # corrupt / truncated / not a torch file
+        raise RuntimeError(f"cannot read checkpoint {path}: {err}") from err
+
+
+def strip_prefix(state_dict: dict, prefix: str = "module.") -> dict:
+    """Drop a DDP ``module.`` prefix if every key has it."""
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def load_model_weights(model: torch.nn.Module, state_dict: dict, *, strict: bool = True,
+                       filters: tuple[Callable[[dict, torch.nn.Module], dict], ...] = ()) -> list[str]:
+    """Load ``state_dict`` into ``model``; if it does not match, try each filter (official layouts).
+
+    Returns the missing keys (empty when strict). A strict mismatch that no filter fixes raises with
+    a short list of missing/unexpected keys.
+    """
+    model = unwrap(model)
+    candidates = [strip_prefix(state_dict)]
+    for fn in filters:
+        try:
+            candidates.append(fn(candidates[0], model))
+        except (KeyError, ValueError, RuntimeError):
+            continue  # this filter is for another layout
+    own = set(model.state_dict())
+    for candidate in candidates:
+        if not strict or set(candidate) == own:
+            result = model.load_state_dict(candidate, strict=strict)
+            return list(result.missing_keys)
+    first = candidates[0]
+    missing = sorted(own - set(first))[:5]
+    unexpected = sorted(set(first) - own)[:5]
+    raise RuntimeError(f"weights do not match the model: missing {missing}..., unexpected {unexpected}... "
+                       f"(tried {len(candidates) - 1} checkpoint filters)")

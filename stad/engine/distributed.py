@@ -1,0 +1,93 @@
+"""Process-group setup and the few collectives the engine needs, all with bounded waits."""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str = "gloo"
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+
+def default_backend() -> str:
+    """nccl when CUDA is usable, gloo otherwise."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def select_device(backend: str, local_rank: int) -> torch.device:
+    """The device this rank computes on: its GPU under nccl, else the CPU."""
+    if backend == "nccl":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--backend nccl needs CUDA, but torch sees no GPU; use --backend gloo")
+        index = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def init_process_group(rank: int, world_size: int, local_rank: int, backend: str,
+                       timeout_s: float) -> DistContext:
+    """Join the job described by MASTER_ADDR/MASTER_PORT in the environment."""
+    device = select_device(backend, local_rank)
+    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, backend=backend,
+                       device=device)
+
+
+def context_from_torchrun_env(backend: str | None, timeout_s: float) -> DistContext:
+    """Initialise from the variables torchrun (or SLURM scripts using its names) exports."""
+    rank = int(os.environ["RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    return init_process_group(rank, world_size, local_rank, backend or default_backend(), timeout_s)
+
+
+def destroy() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed and ctx.world_size > 1:
+        # a barrier via all_reduce honours the group timeout on every backend
+        all_reduce_sum(ctx, 0.0)
+
+
+def all_reduce_sum(ctx: DistContext, value: float | torch.Tensor) -> torch.Tensor:
+    """Sum ``value`` over ranks; returns a float64 tensor on the CPU (a copy, input untouched)."""
+    tensor = torch.as_tensor(value, dtype=torch.float64).clone()
+    if ctx.distributed and ctx.world_size > 1:
+        work = tensor.to(ctx.device) if ctx.backend == "nccl" else tensor
+        dist.all_reduce(work)
+        tensor = work.cpu()
+    return tensor
+
+
+def broadcast_object(ctx: DistContext, obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank."""
+    if not (ctx.distributed and ctx.world_size > 1):
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src, device=ctx.device if ctx.backend == "nccl" else None)
+    return holder[0]

@@ -1,0 +1,155 @@
+"""Distributed inference: every box gets a score for every class, merged into one AVA CSV.
+
+Each rank scores its shard of the dataset and saves a part file tagged with dataset indices. The
+distributed sampler pads the last shard with repeated samples, so rank 0 keeps the first copy of
+each dataset index, checks that every index is present exactly once, and writes the rows in dataset
+order -- the merged CSV is the same for any number of ranks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from stad.engine.distributed import DistContext, barrier
+from stad.structures import LabelMap
+
+@dataclass(frozen=True)
+class Predictions:
+    """Scores for the boxes of a set of keyframes (one row per box).
+
+    Attributes:
+        sample_index: int64 ``[M]`` dataset index of each box's clip.
+        videos: ``M`` video ids; timestamps: int64 ``[M]``.
+        boxes: float32 ``[M, 4]`` normalised xyxy; scores: float32 ``[M, K]`` probabilities.
+    """
+
+    sample_index: np.ndarray
+    videos: tuple[str, ...]
+    timestamps: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    occurrence: np.ndarray  # int64 [M]: position of the box's clip in its rank's sample list
+
+    def __len__(self) -> int:
+        return len(self.sample_index)
+
+    def select(self, rows: np.ndarray) -> "Predictions":
+        """The rows ``rows`` (int index array), in that order."""
+        return Predictions(self.sample_index[rows], tuple(self.videos[i] for i in rows.tolist()),
+                           self.timestamps[rows], self.boxes[rows], self.scores[rows], self.occurrence[rows])
+
+    @staticmethod
+    def concatenate(parts: Sequence["Predictions"], num_classes: int) -> "Predictions":
+        if not parts:
+            return Predictions(np.zeros(0, np.int64), (), np.zeros(0, np.int64), np.zeros((0, 4), np.float32),
+                               np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64))
+        return Predictions(np.concatenate([p.sample_index for p in parts]),
+                           tuple(v for p in parts for v in p.videos),
+                           np.concatenate([p.timestamps for p in parts]),
+                           np.concatenate([p.boxes for p in parts]),
+                           np.concatenate([p.scores for p in parts]),
+                           np.concatenate([p.occurrence for p in parts]))
+
+
+@dataclass(frozen=True)
+class Shard:
+    """What one rank scored: its predictions and every dataset index it processed (boxes or not)."""
+
+    predictions: Predictions
+    covered: np.ndarray  # int64 [C]: dataset index of each processed clip, in order (may repeat)
+
+
+@torch.no_grad()
+def predict_shard(model: nn.Module, loader: Any, indices: Sequence[int], activation: Callable, device: torch.device,
+                  num_classes: int, progress: Any = None) -> Shard:
+    """Score every box of the batches of ``loader``, whose samples are ``indices`` in order.
+
+    ``loader`` must not shuffle: batch i holds ``indices[i*B:(i+1)*B]``. Each clip occurrence's rows
+    carry its position in ``indices`` (``sample_index`` holds the dataset index).
+    """
+    model.eval()
+    parts, offset = [], 0
+    for batch in loader:
+        n_clips = len(batch.keys)
+        batch_indices = list(indices[offset:offset + n_clips])
+        offset += n_clips
+        batch = batch.to(device)
+        logits = model(batch.clips, batch.boxes)
+        scores = activation(logits.float()).cpu().numpy().astype(np.float32)
+        counts = [len(b) for b in batch.boxes]
+        if scores.shape != (sum(counts), num_classes):
+            raise RuntimeError(f"model returned scores {scores.shape}, expected ({sum(counts)}, {num_classes})")
+        boxes = [b.detach().cpu().float().reshape(-1, 4) for b in batch.boxes]
+        parts.append(Predictions(
+            sample_index=np.repeat(np.asarray(batch_indices, np.int64), counts),
+            videos=tuple(str(key[0]) for key, n in zip(batch.keys, counts) for _ in range(n)),
+            timestamps=np.repeat(np.asarray([int(k[1]) for k in batch.keys], np.int64), counts),
+            boxes=torch.cat(boxes).numpy() if boxes else np.zeros((0, 4), np.float32),
+            scores=scores,
+            occurrence=np.repeat(np.arange(offset - n_clips, offset, dtype=np.int64), counts)))
+        if progress is not None:
+            progress.update(1)
+    if offset != len(indices):
+        raise RuntimeError(f"loader produced {offset} samples but the sampler assigned {len(indices)}")
+    return Shard(Predictions.concatenate(parts, num_classes), np.asarray(indices, np.int64))
+
+
+def merge_shards(shards: Sequence[Shard], dataset_size: int, num_classes: int) -> Predictions:
+    """One prediction set in dataset order with each dataset index once (sampler padding dropped).
+
+    Raises if a dataset index was processed by no rank (its boxes would be lost).
+    """
+    covered = set()
+    for shard in shards:
+        covered.update(shard.covered.tolist())
+    missing = sorted(set(range(dataset_size)) - covered)
+    if missing:
+        raise RuntimeError(f"{len(missing)} samples were scored by no rank (first: {missing[:5]})")
+    first: dict[int, tuple[int, int]] = {}  # dataset index -> (rank, occurrence) that scored it first
+    for rank, shard in enumerate(shards):
+        for position, sample in enumerate(shard.covered.tolist()):
+            first.setdefault(sample, (rank, position))
+    kept = []
+    for rank, shard in enumerate(shards):
+        p = shard.predictions
+        mask = np.array([first[s] == (rank, o) for s, o in zip(p.sample_index.tolist(), p.occurrence.tolist())], bool)
+        kept.append(p.select(np.flatnonzero(mask)))
+    merged = Predictions.concatenate(kept, num_classes)
+    return merged.select(np.argsort(merged.sample_index, kind="stable"))
+
+
+def gather_to_main(ctx: DistContext, shard: Shard, tmp_dir: Path) -> list[Shard] | None:
+    """Every rank saves its shard; rank 0 loads them all after a barrier (others get None)."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"predictions": shard.predictions.__dict__, "covered": shard.covered},
+               tmp_dir / f"predict_rank{ctx.rank}.pt")
+    barrier(ctx)
+    if not ctx.is_main:
+        return None
+    shards = []
+    for rank in range(ctx.world_size):
+        state = torch.load(tmp_dir / f"predict_rank{rank}.pt", weights_only=False)
+        shards.append(Shard(Predictions(**state["predictions"]), state["covered"]))
+    return shards
+
+
+def iter_keyframes(predictions: Predictions) -> Iterator[tuple[str, int, np.ndarray, np.ndarray]]:
+    """``(video, t, boxes [N,4], scores [N,K])`` per clip, in row order (rows of a clip are contiguous)."""
+    if len(predictions) == 0:
+        return
+    starts = np.flatnonzero(np.diff(predictions.sample_index, prepend=-1) != 0).tolist() + [len(predictions)]
+    for begin, end in zip(starts[:-1], starts[1:]):
+        yield (predictions.videos[begin], int(predictions.timestamps[begin]),
+               predictions.boxes[begin:end], predictions.scores[begin:end])
+
+
+def write_predictions_csv(path: str | Path, predictions: Predictions, labelmap: LabelMap) -> int:
+    """AVA detections CSV (FORMATS.md 1.2): one row per (box, class), written atomically. Returns rows."""
+    from stad.data.formats.ava import write_predictions_csv as write_ava
+
+    return write_ava(path, iter_keyframes(predictions), labelmap)

@@ -1,0 +1,199 @@
+"""The job every rank runs: set up, then train (validating every ``val_freq`` epochs) or evaluate."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from stad.config import Config, ValConfig, config_to_dict, save_config
+from stad.engine import builders, checkpoint as ckpt
+from stad.engine.distributed import DistContext, barrier, broadcast_object
+from stad.engine.evaluation import evaluate_csv
+from stad.engine.logs import ScalarWriter, progress, setup_logger
+from stad.engine.optim import WarmupLRSchedule, build_optimizer
+from stad.engine.predictor import gather_to_main, merge_shards, predict_shard, write_predictions_csv
+from stad.engine.trainer import Trainer, steps_per_epoch
+
+
+@dataclass
+class Session:
+    """What every phase of a run shares."""
+
+    ctx: DistContext
+    config: Config
+    logger: logging.Logger
+    writer: ScalarWriter
+    model: torch.nn.Module  # DDP-wrapped when distributed
+    criterion: Any
+    activation: Any
+
+    @property
+    def result_path(self) -> Path:
+        return Path(self.config.result_path)
+
+
+def _prepare(ctx: DistContext, config: Config) -> Session:
+    if ctx.is_main:
+        Path(config.result_path).mkdir(parents=True, exist_ok=True)
+        save_config(config, Path(config.result_path) / "config.yaml")
+    logger = setup_logger(config.result_path, ctx.is_main)
+    logger.info("world size %d, backend %s, device %s", ctx.world_size, ctx.backend, ctx.device)
+    ckpt.seed_everything(config.manual_seed)
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.deterministic = config.cudnn.deterministic
+        torch.backends.cudnn.benchmark = config.cudnn.benchmark
+    builders.preflight(config, logger) if ctx.is_main else None
+    barrier(ctx)
+    model = builders.build_model(config).to(ctx.device)
+    builders.load_initial_weights(model, config, logger)
+    if ctx.distributed:
+        model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                                        broadcast_buffers=False,
+                                        find_unused_parameters=config.dist.find_unused_parameters)
+    criterion, activation = builders.build_criterion(config)
+    writer = ScalarWriter(config.result_path, ctx.is_main)
+    return Session(ctx, config, logger, writer, model, criterion, activation)
+
+
+def _val_loader(session: Session) -> tuple[DataLoader, list[int], Any]:
+    ctx, val = session.ctx, session.config.val
+    dataset = builders.build_dataset(session.config, val, train=False)
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False, drop_last=False)
+    loader = DataLoader(dataset, batch_size=val.batch_size, sampler=sampler, num_workers=val.workers,
+                        collate_fn=builders.collate, pin_memory=ctx.device.type == "cuda")
+    return loader, list(sampler), dataset
+
+
+def validate(session: Session, epoch: int) -> float | None:
+    """Predict every val box on all ranks, merge into ``predict_epoch{epoch}.csv``, evaluate on rank 0."""
+    ctx, config = session.ctx, session.config
+    loader, indices, dataset = _val_loader(session)
+    session.logger.info("evaluating epoch %d on %d clips", epoch, len(dataset))
+    bar = progress(len(loader), f"val {epoch}", ctx.is_main)
+    shard = predict_shard(session.model, loader, indices, session.activation, ctx.device, config.num_classes, bar)
+    if bar is not None:
+        bar.close()
+    shards = gather_to_main(ctx, shard, session.result_path / "tmp")
+    mAP = None
+    if ctx.is_main:
+        merged = merge_shards(shards, len(dataset), config.num_classes)
+        csv_path = session.result_path / f"predict_epoch{epoch}.csv"
+        rows = write_predictions_csv(csv_path, merged, builders.labelmap(dataset, config))
+        session.logger.info("wrote %d rows (%d boxes) to %s", rows, len(merged), csv_path)
+        if config.val.eval_mAP is not None:
+            summary = evaluate_csv(config.val.eval_mAP, config.capacities, csv_path,
+                                   session.result_path / f"eval_epoch{epoch}", session.logger)
+            mAP = summary.mAP
+            session.writer.add("val/mAP", mAP, epoch)
+            session.writer.flush()
+    mAP = broadcast_object(ctx, mAP)
+    barrier(ctx)
+    return mAP
+
+
+def _train_loader(session: Session) -> tuple[DataLoader, DistributedSampler]:
+    ctx, train = session.ctx, session.config.train
+    dataset = builders.build_dataset(session.config, train, train=True)
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=session.config.manual_seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=train.batch_size, sampler=sampler, num_workers=train.workers,
+                        collate_fn=builders.collate, pin_memory=ctx.device.type == "cuda",
+                        drop_last=train.drop_last, persistent_workers=False)
+    session.logger.info("train: %d clips, %d batches/epoch/rank", len(dataset), len(loader))
+    return loader, sampler
+
+
+def _resume(session: Session, path: Path, optimizer: Any, schedule: Any, scaler: Any) -> int:
+    """Load a checkpoint; returns the epoch to start from. Foreign (e.g. ACAR) files restore weights only."""
+    state = ckpt.read_checkpoint(path)
+    builders.load_weights(session.model, state.get("state_dict", state), strict=True)
+    if state.get("format") == ckpt.FORMAT:
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+    else:
+        session.logger.warning("%s was not written by this engine: weights restored, optimizer state not", path)
+    epoch = int(state.get("epoch", 0))
+    session.logger.info("resumed from %s (epoch %d)", path, epoch)
+    return epoch + 1
+
+
+def _resume_path(config: Config, resume: bool) -> Path | None:
+    if resume:
+        latest = ckpt.latest_checkpoint(config.result_path)
+        if latest is not None:
+            return latest
+    if config.resume_path:
+        path = Path(config.resume_path)
+        return path if path.is_file() else Path(config.result_path) / path
+    return None
+
+
+def train(session: Session, resume: bool) -> None:
+    ctx, config, train_cfg = session.ctx, session.config, session.config.train
+    loader, sampler = _train_loader(session)
+    n_steps = steps_per_epoch(len(loader), train_cfg.accumulate_steps)
+    if n_steps == 0:
+        raise ValueError(f"{train_cfg.annotation_path}: too few clips for one step of {ctx.world_size} ranks x "
+                         f"batch {train_cfg.batch_size} x accumulate {train_cfg.accumulate_steps}")
+    params = [p for p in session.model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, train_cfg.optimizer, train_cfg.scheduler.base_lr)
+    schedule = WarmupLRSchedule(optimizer, train_cfg.scheduler, train_cfg.n_epochs, n_steps)
+    amp = train_cfg.amp and ctx.device.type == "cuda"
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp)
+    trainer = Trainer(ctx, session.model, session.criterion, optimizer, schedule, scaler,
+                      freeze_bn=config.model.freeze_bn, accumulate_steps=train_cfg.accumulate_steps,
+                      grad_clip=train_cfg.grad_clip, amp=amp)
+    path = _resume_path(config, resume)
+    first_epoch = _resume(session, path, optimizer, schedule, scaler) if path is not None else 1
+
+    def on_step(step: int, result: Any) -> None:
+        if step % config.print_freq == 0:
+            session.writer.add("train/loss", result.loss, step)
+            session.writer.add("train/lr", result.lr, step)
+
+    for epoch in range(first_epoch, train_cfg.n_epochs + 1):
+        sampler.set_epoch(epoch)
+        # every epoch starts from RNG states fixed by (seed, epoch, rank): resume is exact
+        ckpt.seed_everything(config.manual_seed * 100003 + epoch * 1009 + ctx.rank)
+        bar = progress(n_steps, f"epoch {epoch}/{train_cfg.n_epochs}", ctx.is_main)
+        loss = trainer.train_epoch(epoch, loader, n_steps, progress=bar, on_step=on_step)
+        if bar is not None:
+            bar.close()
+        session.logger.info("epoch %d/%d: loss %.4f, lr %.3e", epoch, train_cfg.n_epochs, loss,
+                            optimizer.param_groups[0]["lr"])
+        session.writer.add("train/epoch_loss", loss, epoch)
+        if ctx.is_main and (epoch % train_cfg.save_freq == 0 or epoch == train_cfg.n_epochs):
+            saved = ckpt.save_checkpoint(ckpt.checkpoint_path(config.result_path, epoch), epoch=epoch,
+                                         model=session.model, optimizer=optimizer, scheduler=schedule,
+                                         scaler=scaler, config=config_to_dict(config))
+            session.logger.info("saved %s", saved)
+        barrier(ctx)
+        if config.val is not None and epoch % train_cfg.val_freq == 0:
+            validate(session, epoch)
+
+
+def run(ctx: DistContext, config: Config, resume: bool = False) -> None:
+    """Entry point of each rank (see stad.engine.launch)."""
+    session = _prepare(ctx, config)
+    try:
+        if config.evaluate:
+            path = _resume_path(config, resume)
+            epoch = 0
+            if path is not None:
+                state = ckpt.read_checkpoint(path)
+                builders.load_weights(session.model, state.get("state_dict", state), strict=True)
+                epoch = int(state.get("epoch", 0))
+                session.logger.info("evaluating weights from %s", path)
+            validate(session, epoch)
+        else:
+            train(session, resume)
+    finally:
+        session.writer.close()
