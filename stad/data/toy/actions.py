@@ -1,0 +1,150 @@
+"""Toy action classes and what each actor "does": per-activity poses and labels.
+
+An *activity* is what one actor does during a script segment (``walk``, ``give``, ...). Its labels
+are fixed (table `ACTIVITY_LABELS`), its look comes from `pose_at`. Classes:
+
+* pose (one frame suffices): stand, sit, lie;
+* motion (need several frames): walk, run, wave, jump - a single frame of a walking leg cycle,
+  a raised arm or a crouch is ambiguous with standing/idle poses, the motion is not;
+* interaction (need the other actor): talk-to (facing a partner, gesturing), hand-over (an object
+  travels between two extended hands), push (arms on the partner, who stumbles backwards),
+  follow (walking behind another walker at a fixed gap, same direction).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from stad.data.toy.figure import SHIN, THIGH, Pose, joints
+from stad.structures import LabelMap
+
+CLASSES: tuple[tuple[int, str, str], ...] = (
+    (1, "stand", "PERSON_MOVEMENT"),
+    (2, "sit", "PERSON_MOVEMENT"),
+    (3, "lie", "PERSON_MOVEMENT"),
+    (4, "walk", "PERSON_MOVEMENT"),
+    (5, "run", "PERSON_MOVEMENT"),
+    (6, "wave", "PERSON_MOVEMENT"),
+    (7, "jump", "PERSON_MOVEMENT"),
+    (8, "talk-to", "PERSON_INTERACTION"),
+    (9, "hand-over", "PERSON_INTERACTION"),
+    (10, "push", "PERSON_INTERACTION"),
+    (11, "follow", "PERSON_INTERACTION"),
+)
+POSE_CLASSES = ("stand", "sit", "lie")
+MOTION_CLASSES = ("walk", "run", "wave", "jump")
+INTERACTION_CLASSES = ("talk-to", "hand-over", "push", "follow")
+
+
+def toy_labelmap() -> LabelMap:
+    return LabelMap(tuple(c[0] for c in CLASSES), tuple(c[1] for c in CLASSES), tuple(c[2] for c in CLASSES))
+
+
+_NAME_TO_INDEX = {name: i for i, (_, name, _) in enumerate(CLASSES)}
+
+ACTIVITY_LABELS: dict[str, tuple[str, ...]] = {
+    "stand": ("stand",), "sit": ("sit",), "lie": ("lie",),
+    "wave": ("stand", "wave"), "sit_wave": ("sit", "wave"), "jump": ("stand", "jump"),
+    "walk": ("stand", "walk"), "run": ("stand", "run"),
+    "talk": ("stand", "talk-to"), "give": ("stand", "hand-over"), "receive": ("stand", "hand-over"),
+    "push": ("stand", "push"), "pushed": ("stand",),
+    "follow": ("stand", "walk", "follow"), "lead": ("stand", "walk"),
+}
+# Speed of the activity, in standing heights per second (0: stays in place).
+SPEED = {"walk": 0.42, "run": 0.95, "push": 0.38, "pushed": 0.38, "follow": 0.42, "lead": 0.42}
+
+
+def activity_label_indices(activity: str) -> tuple[int, ...]:
+    """0-based class indices of an activity (sorted)."""
+    return tuple(sorted(_NAME_TO_INDEX[n] for n in ACTIVITY_LABELS[activity]))
+
+
+def _grounded(pose: Pose) -> Pose:
+    """Raise or lower the hip so the lowest foot touches the ground."""
+    probe = joints(replace(pose, hip_height=0.0, lift=0.0))
+    lowest = min(probe["foot0"][1], probe["foot1"][1])
+    return replace(pose, hip_height=-lowest)
+
+
+def _stand(t: float) -> Pose:
+    sway = 3.0 * math.sin(2 * math.pi * 0.3 * t)
+    return Pose(thighs=(4.0, -4.0), arms=(8.0 + sway, -8.0 - sway))
+
+
+def _sit() -> Pose:
+    return Pose(hip_height=SHIN + 0.02, thighs=(88.0, 82.0), knees=(88.0, 82.0), arms=(40.0, 30.0),
+                elbows=(45.0, 45.0))
+
+
+def _walk_cycle(t: float, freq: float, swing: float, arm_swing: float, elbow: float) -> Pose:
+    phi = 2 * math.pi * freq * t
+    s = math.sin(phi)
+    knee_a = max(0.0, 30.0 * math.sin(phi + 1.2))
+    knee_b = max(0.0, -30.0 * math.sin(phi + 1.2))
+    return _grounded(Pose(thighs=(swing * s, -swing * s), knees=(knee_a + 5, knee_b + 5),
+                          arms=(-arm_swing * s, arm_swing * s), elbows=(elbow, elbow)))
+
+
+def _jump(t: float) -> Pose:
+    p = (t / 0.8) % 1.0
+    if 0.25 <= p < 0.85:  # airborne
+        q = math.sin(math.pi * (p - 0.25) / 0.6)
+        return Pose(lift=0.26 * q, thighs=(12.0, 8.0), knees=(20.0, 16.0), arms=(60 + 100 * q, 50 + 100 * q),
+                    elbows=(10.0, 10.0))
+    g = ((p - 0.85) % 1.0) / 0.4  # 0..1 over the ground phase
+    d = math.sin(math.pi * g)
+    legs = Pose(thighs=(40 * d, 36 * d), knees=(80 * d, 72 * d), arms=(-30 * d + 10, -25 * d + 5),
+                elbows=(15.0, 15.0), lean=15 * d)
+    return _grounded(legs)
+
+
+def _wave(base: Pose, t: float) -> Pose:
+    swing = 40.0 * math.sin(2 * math.pi * 2.2 * t)
+    return replace(base, arms=(150.0, base.arms[1]), elbows=(swing, base.elbows[1]))
+
+
+def pose_at(activity: str, t: float) -> Pose:
+    """Pose of an actor doing ``activity`` at time ``t`` (s, including the actor's phase offset)."""
+    if activity == "stand":
+        return _stand(t)
+    if activity == "sit":
+        return _sit()
+    if activity == "lie":
+        return Pose(lying=True, thighs=(0.0, 0.0), arms=(0.0, 0.0), elbows=(0.0, 0.0))
+    if activity == "wave":
+        return _wave(_stand(t), t)
+    if activity == "sit_wave":
+        return _wave(_sit(), t)
+    if activity == "jump":
+        return _jump(t)
+    if activity in ("walk", "follow", "lead"):
+        return _walk_cycle(t, 1.7, 26.0, 24.0, 15.0)
+    if activity == "run":
+        p = _walk_cycle(t, 2.6, 46.0, 55.0, 85.0)
+        return replace(p, lean=16.0, lift=0.04 * abs(math.cos(2 * math.pi * 2.6 * t)))
+    if activity == "talk":
+        gesture = math.sin(2 * math.pi * 1.3 * t)
+        return Pose(thighs=(4.0, -4.0), arms=(45 + 20 * gesture, -6.0),
+                    elbows=(75 + 25 * math.sin(2 * math.pi * 1.9 * t), 10.0),
+                    head_dy=0.012 * math.sin(2 * math.pi * 3.1 * t))
+    if activity in ("give", "receive"):
+        return Pose(thighs=(6.0, -6.0), arms=(78.0, 30.0), elbows=(8.0, 40.0), lean=4.0)
+    if activity == "push":
+        p = _walk_cycle(t, 1.1, 22.0, 0.0, 0.0)
+        return replace(p, lean=22.0, arms=(80.0, 74.0), elbows=(10.0, 14.0))
+    if activity == "pushed":
+        p = _walk_cycle(-t, 1.4, 20.0, 0.0, 0.0)
+        flail = 20.0 * math.sin(2 * math.pi * 2.0 * t)
+        return replace(p, lean=-20.0, arms=(125.0 + flail, 105.0 - flail), elbows=(25.0, 25.0))
+    raise KeyError(f"unknown toy activity {activity!r}")
+
+
+def hand_over_object(giver_hand: np.ndarray, receiver_hand: np.ndarray, progress: float) -> np.ndarray:
+    """Object position: held by the giver, carried across in the middle half, then held by the receiver."""
+    u = min(1.0, max(0.0, (progress - 0.25) / 0.5))
+    return (1 - u) * giver_hand + u * receiver_hand
+
+
+LEG_LENGTH = THIGH + SHIN
