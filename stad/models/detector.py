@@ -1,0 +1,142 @@
+"""The full action detector: backbone(s) -> fusion -> RoI neck -> head, and its builders.
+
+    >>> model = build_action_model("vitsf", "acar", num_classes=5, vit="vit_tiny", slowfast="slowfast_tiny")
+    >>> logits = model(clips, boxes)   # clips [B, 3, T, H, W], boxes list of [N_i, 4] -> [sum N_i, K]
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from stad.models.fusion import DualStreamBackbone, TemporalPoolFusion
+from stad.models.heads import ACARHead, LinearHead
+from stad.models.neck import RoIBatch, RoINeck
+from stad.models.registry import create_model, get_entry, register_model
+
+
+class ActionDetector(nn.Module):
+    """Classifies actions of the given person boxes in each clip.
+
+    Args:
+        backbone: module mapping clips [B, 3, T, H, W] to a list of [B, C_i, T_i, H_i, W_i]
+            maps and exposing ``out_channels``.
+        head: RoI head ``head(feature_map [B, C, H, W], rois: RoIBatch) -> [N, K]``.
+        neck: RoI preparation (default: RoINeck without jitter).
+        fusion: list of maps -> one [B, C, H, W] map (default: TemporalPoolFusion()).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, *, neck: RoINeck | None = None,
+                 fusion: nn.Module | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.fusion = fusion if fusion is not None else TemporalPoolFusion()
+        self.neck = neck if neck is not None else RoINeck()
+        self.head = head
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def forward_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """clips [B, 3, T, H, W] -> fused feature map [B, C, H', W']."""
+        return self.fusion(self.backbone(clips))
+
+    def forward_head(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        """features [B, C, H', W'], boxes: B tensors [N_i, 4] normalised xyxy -> logits [sum N_i, K]."""
+        if len(boxes) != features.shape[0]:
+            raise ValueError(f"{len(boxes)} box lists for a batch of {features.shape[0]} clips")
+        rois: RoIBatch = self.neck(boxes, reference=features)
+        return self.head(features, rois)
+
+    def forward(self, clips: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        """Raw logits [sum_i N_i, K], rows in the order of the input boxes."""
+        return self.forward_head(self.forward_features(clips), boxes)
+
+
+def build_backbone(name: str, *, vit: str = "vit_base", slowfast: str = "slowfast_r50",
+                   vit_kwargs: dict[str, Any] | None = None, slowfast_kwargs: dict[str, Any] | None = None,
+                   vit_frame_stride: int = 1, **backbone_kwargs) -> nn.Module:
+    """A registered backbone, or 'vitsf' = DualStreamBackbone(create_model(vit), create_model(slowfast))."""
+    if name == "vitsf":
+        return DualStreamBackbone(create_model(vit, **(vit_kwargs or {})),
+                                  create_model(slowfast, **(slowfast_kwargs or {})), vit_frame_stride)
+    if get_entry(name).kind != "backbone":
+        raise ValueError(f"{name!r} is not a backbone")
+    return create_model(name, **backbone_kwargs)
+
+
+HEADS = {"acar": ACARHead, "linear": LinearHead}
+TINY_ACAR_HEAD = dict(reduce_dim=64, hidden_dim=32, depth=1)
+
+
+def build_action_model(backbone: str, head: str, num_classes: int, *,
+                       backbone_kwargs: dict[str, Any] | None = None, head_kwargs: dict[str, Any] | None = None,
+                       vit: str = "vit_base", slowfast: str = "slowfast_r50",
+                       vit_kwargs: dict[str, Any] | None = None, slowfast_kwargs: dict[str, Any] | None = None,
+                       vit_frame_stride: int = 1, jitter_scale: float = 0.0,
+                       fusion_size: tuple[int, int] | None = None) -> ActionDetector:
+    """Build an :class:`ActionDetector`.
+
+    Args:
+        backbone: a registered backbone name ('slowfast_r50', 'vit_base', ...) or 'vitsf'
+            (dual stream of ``vit`` and ``slowfast``, the ViT seeing every ``vit_frame_stride``-th frame).
+        head: 'acar' or 'linear'.
+        num_classes: K.
+        backbone_kwargs / vit_kwargs / slowfast_kwargs: forwarded to the backbone factories.
+        head_kwargs: forwarded to the head (``in_channels`` is derived from the backbone).
+        jitter_scale: training-time box jitter (ACAR-Net: 0.075).
+        fusion_size: (H, W) of the fused grid (default: the largest backbone grid).
+    """
+    if head not in HEADS:
+        raise KeyError(f"unknown head {head!r}; choose from {sorted(HEADS)}")
+    net = build_backbone(backbone, vit=vit, slowfast=slowfast, vit_kwargs=vit_kwargs,
+                         slowfast_kwargs=slowfast_kwargs, vit_frame_stride=vit_frame_stride,
+                         **(backbone_kwargs or {}))
+    in_channels = sum(net.out_channels)
+    head_module = HEADS[head](in_channels, num_classes, **(head_kwargs or {}))
+    return ActionDetector(net, head_module, neck=RoINeck(jitter_scale=jitter_scale),
+                          fusion=TemporalPoolFusion(fusion_size))
+
+
+# ---- detector presets ------------------------------------------------------------------------
+
+@register_model(kind="detector")
+def acar_slowfast_r50(num_classes: int = 60, **kwargs) -> ActionDetector:
+    """ACAR-Net AVA R50: SlowFast-R50 (frozen BN) + ACAR head (HR2O depth 2), box jitter 0.075."""
+    return build_action_model("slowfast_r50", "acar", num_classes, jitter_scale=kwargs.pop("jitter_scale", 0.075),
+                              backbone_kwargs={"frozen_bn": True, **(kwargs.pop("backbone_kwargs", None) or {})},
+                              head_kwargs=kwargs.pop("head_kwargs", None), **kwargs)
+
+
+@register_model(kind="detector")
+def acar_slowfast_r101(num_classes: int = 60, **kwargs) -> ActionDetector:
+    """ACAR-Net AVA R101: SlowFast-R101 (frozen BN) + ACAR head (HR2O depth 1, 1x1 MLP)."""
+    head_kwargs = {"depth": 1, "mlp_1x1": True, **(kwargs.pop("head_kwargs", None) or {})}
+    return build_action_model("slowfast_r101", "acar", num_classes, jitter_scale=kwargs.pop("jitter_scale", 0.075),
+                              backbone_kwargs={"frozen_bn": True, **(kwargs.pop("backbone_kwargs", None) or {})},
+                              head_kwargs=head_kwargs, **kwargs)
+
+
+@register_model(kind="detector")
+def linear_slowfast_r50(num_classes: int = 60, **kwargs) -> ActionDetector:
+    """ACAR-Net's AVA R50 baseline: SlowFast-R50 + linear head."""
+    return build_action_model("slowfast_r50", "linear", num_classes, jitter_scale=kwargs.pop("jitter_scale", 0.075),
+                              backbone_kwargs={"frozen_bn": True, **(kwargs.pop("backbone_kwargs", None) or {})},
+                              **kwargs)
+
+
+@register_model(kind="detector")
+def acar_vitsf_base(num_classes: int = 60, **kwargs) -> ActionDetector:
+    """VITSF: VideoMAE ViT-B (every 2nd frame) + SlowFast-R50 -> ACAR head."""
+    kwargs.setdefault("vit_frame_stride", 2)
+    return build_action_model("vitsf", "acar", num_classes, vit="vit_base", slowfast="slowfast_r50", **kwargs)
+
+
+@register_model(kind="detector")
+def acar_vitsf_tiny(num_classes: int = 5, **kwargs) -> ActionDetector:
+    """Tiny VITSF (vit_tiny + slowfast_tiny + small ACAR head) for the CPU toy demo."""
+    head_kwargs = {**TINY_ACAR_HEAD, **(kwargs.pop("head_kwargs", None) or {})}
+    return build_action_model("vitsf", "acar", num_classes, vit="vit_tiny", slowfast="slowfast_tiny",
+                              head_kwargs=head_kwargs, **kwargs)

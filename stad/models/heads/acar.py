@@ -1,0 +1,188 @@
+"""ACAR head: actor-context relations + high-order relation reasoning (HR2O), batched over clips.
+
+Module names follow ACAR-Net's ``models/heads/acar.py`` so its AVA-trained head weights load with
+``strict=True`` (after :func:`stad.models.checkpoints.filter_acar_head`).
+
+Per clip, ACAR-Net tiles every actor feature over the context map, concatenates it with the
+context, and runs conv1 (1x1) -> conv2 (3x3) -> max-pool -> HR2O (attention between the actors of
+that clip at each position) -> global average pool. Here all clips are processed in one pass:
+
+* conv1 is 1x1 over ``[context, actor]`` so it splits into ``W_ctx * context`` (once per clip)
+  plus ``W_act * actor`` (once per box, a vector); the 2R-channel tiled tensor never exists;
+* HR2O attends between actors of the same clip through a padded ``[clips, max_boxes]`` layout
+  with padded keys masked out; clips without boxes are skipped entirely;
+* q/k/v convolutions run as one convolution with concatenated weights.
+
+:func:`acar_per_clip_reference` keeps ACAR-Net's per-clip loop for tests and benchmarks.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from stad.models.heads.common import roi_features
+from stad.models.neck import RoIBatch
+
+
+class PaddedLayout:
+    """Index bookkeeping to move per-RoI tensors [N, ...] to [clips, M, ...] and back.
+
+    Only clips with at least one RoI get a row. RoIs must be grouped by clip in clip order
+    (as :class:`~stad.models.neck.RoINeck` produces them).
+    """
+
+    def __init__(self, counts: tuple[int, ...], device: torch.device):
+        nonempty = [c for c in counts if c > 0]
+        self.num_rows = len(nonempty)
+        self.width = max(nonempty, default=0)
+        counts_t = torch.tensor(nonempty, dtype=torch.long, device=device)
+        row = torch.repeat_interleave(torch.arange(self.num_rows, device=device), counts_t)
+        starts = torch.cumsum(counts_t, 0) - counts_t
+        slot = torch.arange(int(counts_t.sum()), device=device) - starts[row]
+        self.flat_index = row * self.width + slot  # [N] position in the padded [rows*M] layout
+        self.valid = torch.zeros(self.num_rows * self.width, dtype=torch.bool, device=device)
+        self.valid[self.flat_index] = True
+        self.valid = self.valid.view(self.num_rows, self.width)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, ...] -> [rows, M, ...] with zeros in padded slots."""
+        out = x.new_zeros((self.num_rows * self.width,) + tuple(x.shape[1:]))
+        out = out.index_copy(0, self.flat_index, x)
+        return out.view((self.num_rows, self.width) + tuple(x.shape[1:]))
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """[rows, M, ...] -> [N, ...]."""
+        return x.reshape((-1,) + tuple(x.shape[2:])).index_select(0, self.flat_index)
+
+
+class HR2O(nn.Module):
+    """High-order relation reasoning operator (ACAR-Net's ``HR2O_NL``): actor-actor attention at
+    every spatial position, GroupNorm, ReLU, conv, dropout, residual.
+
+    Args:
+        hidden_dim: channels C.
+        kernel_size: kernel of the q/k/v convs (and of the output conv unless ``mlp_1x1``).
+        mlp_1x1: use a 1x1 output conv (ACAR R101 setting).
+        dropout: dropout on the relation features (ACAR-Net: 0.2).
+    """
+
+    def __init__(self, hidden_dim: int = 512, kernel_size: int = 3, mlp_1x1: bool = False, dropout: float = 0.2):
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        pad = kernel_size // 2
+        self.conv_q = nn.Conv2d(hidden_dim, hidden_dim, kernel_size, padding=pad, bias=False)
+        self.conv_k = nn.Conv2d(hidden_dim, hidden_dim, kernel_size, padding=pad, bias=False)
+        self.conv_v = nn.Conv2d(hidden_dim, hidden_dim, kernel_size, padding=pad, bias=False)
+        out_kernel = 1 if mlp_1x1 else kernel_size
+        self.conv = nn.Conv2d(hidden_dim, hidden_dim, out_kernel, padding=out_kernel // 2, bias=False)
+        self.norm = nn.GroupNorm(1, hidden_dim, affine=True)
+        self.dp = nn.Dropout(dropout)
+
+    def _finish(self, x: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
+        return x + self.dp(self.conv(F.relu(self.norm(relation))))
+
+    def forward(self, x: torch.Tensor, layout: PaddedLayout) -> torch.Tensor:
+        """x [N, C, h, w] (RoIs grouped by clip) -> [N, C, h, w]; attention within each clip."""
+        weight = torch.cat([self.conv_q.weight, self.conv_k.weight, self.conv_v.weight])
+        q, k, v = F.conv2d(x, weight, padding=self.conv_q.padding).chunk(3, dim=1)
+        q, k, v = layout.pad(q), layout.pad(k), layout.pad(v)  # [B', M, C, h, w]
+        logits = torch.einsum("bichw,bjchw->bijhw", q, k) / self.hidden_dim ** 0.5
+        key_valid = layout.valid[:, None, :, None, None]
+        logits = logits.masked_fill(~key_valid, torch.finfo(logits.dtype).min)
+        attention = logits.softmax(dim=2)
+        relation = torch.einsum("bijhw,bjchw->bichw", attention, v)
+        return self._finish(x, layout.unpad(relation))
+
+    def forward_single_clip(self, x: torch.Tensor) -> torch.Tensor:
+        """Reference path, ACAR-Net's algorithm: x [n, C, h, w] = all actors of ONE clip."""
+        query, key = self.conv_q(x).unsqueeze(1), self.conv_k(x).unsqueeze(0)
+        attention = ((query * key).sum(2) / self.hidden_dim ** 0.5).softmax(dim=1)
+        relation = (attention.unsqueeze(2) * self.conv_v(x).unsqueeze(0)).sum(1)
+        return self._finish(x, relation)
+
+
+class ACARHead(nn.Module):
+    """Actor-context-actor relation head.
+
+    Args:
+        in_channels: channels of the fused feature map (ACAR SlowFast: 2048 + 256 = 2304).
+        num_classes: K.
+        roi_size: RoIAlign output size before the max-pool (7).
+        reduce_dim: channels after ``conv_reduce`` (1024).
+        hidden_dim: relation channels (512).
+        depth: number of HR2O layers (R50: 2, R101: 1).
+        kernel_size, mlp_1x1: HR2O conv settings.
+        downsample: 'max2x2' (3x3/2 max-pool before HR2O) or 'none'.
+        dropout: dropout before the classifier.
+        bias: bias in the final classifier ``fc2`` (ACAR-Net: False).
+        relation_dropout: dropout inside HR2O (ACAR-Net: 0.2).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, *, roi_size: int = 7, reduce_dim: int = 1024,
+                 hidden_dim: int = 512, depth: int = 2, kernel_size: int = 3, mlp_1x1: bool = False,
+                 downsample: str = "max2x2", dropout: float = 0.0, bias: bool = False,
+                 relation_dropout: float = 0.2):
+        super().__init__()
+        if downsample not in ("max2x2", "none"):
+            raise ValueError(f"downsample must be 'max2x2' or 'none', got {downsample!r}")
+        self.roi_size = roi_size
+        self.num_classes = num_classes
+        self.conv_reduce = nn.Conv2d(in_channels, reduce_dim, 1, bias=False)
+        self.conv1 = nn.Conv2d(reduce_dim * 2, hidden_dim, 1, bias=False)
+        self.conv2 = nn.Conv2d(hidden_dim, hidden_dim, 3, bias=False)
+        self.downsample = nn.MaxPool2d(3, stride=2, padding=1) if downsample == "max2x2" else nn.Identity()
+        self.hr2o = nn.Sequential(*[HR2O(hidden_dim, kernel_size, mlp_1x1, relation_dropout) for _ in range(depth)])
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(reduce_dim, hidden_dim, bias=False)
+        self.fc2 = nn.Linear(hidden_dim * 2, num_classes, bias=bias)
+        self.dp = nn.Dropout(dropout) if dropout > 0 else None
+
+    def _classify(self, actor: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
+        out = torch.cat([F.relu(self.fc1(actor)), relation], dim=1)
+        if self.dp is not None:
+            out = self.dp(out)
+        return self.fc2(out)
+
+    def forward(self, feature_map: torch.Tensor, rois: RoIBatch) -> torch.Tensor:
+        """feature_map [B, C, H, W], rois (N RoIs, grouped by clip) -> logits [N, K]."""
+        if len(rois) == 0:
+            # Keep the graph connected to every parameter: all-zero loss, zero gradients.
+            return feature_map.new_zeros(0, self.num_classes) + 0.0 * sum(p.sum() for p in self.parameters())
+        feats = self.conv_reduce(feature_map)  # [B, R, H, W]
+        actor = roi_features(feats, rois.rois, self.roi_size)  # [N, R]
+        reduce_dim = feats.shape[1]
+        w1 = self.conv1.weight
+        context = F.conv2d(feats, w1[:, :reduce_dim])  # [B, hid, H, W], once per clip
+        actor_term = F.linear(actor, w1[:, reduce_dim:, 0, 0])  # [N, hid], once per box
+        x = F.relu(context.index_select(0, rois.clip_index) + actor_term[:, :, None, None])
+        x = self.downsample(F.relu(self.conv2(x)))
+        layout = PaddedLayout(rois.counts, x.device)
+        for layer in self.hr2o:
+            x = layer(x, layout)
+        return self._classify(actor, self.gap(x).flatten(1))
+
+
+def acar_per_clip_reference(head: ACARHead, feature_map: torch.Tensor, rois: RoIBatch) -> torch.Tensor:
+    """ACAR-Net's original per-clip loop (tiled actor features, one clip at a time).
+
+    Slow; kept as the reference the batched :meth:`ACARHead.forward` is tested and benchmarked
+    against. Same inputs and output as ``head(feature_map, rois)``.
+    """
+    feats = head.conv_reduce(feature_map)
+    actor = roi_features(feats, rois.rois, head.roi_size)
+    relations, start = [], 0
+    for clip, count in enumerate(rois.counts):
+        if count == 0:
+            continue
+        context = feats[clip].unsqueeze(0).repeat(count, 1, 1, 1)
+        tiled = actor[start:start + count, :, None, None].expand_as(context)
+        x = F.relu(head.conv1(torch.cat([context, tiled], dim=1)))
+        x = head.downsample(F.relu(head.conv2(x)))
+        for layer in head.hr2o:
+            x = layer.forward_single_clip(x)
+        relations.append(head.gap(x).flatten(1))
+        start += count
+    if not relations:
+        return feature_map.new_zeros(0, head.num_classes)
+    return head._classify(actor, torch.cat(relations))

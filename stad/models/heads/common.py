@@ -1,0 +1,21 @@
+"""RoI feature extraction shared by the heads."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+
+def scale_rois(rois: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[N, 5] (clip, x1, y1, x2, y2) normalised -> same in feature-map pixels (new tensor)."""
+    scale = rois.new_tensor([1.0, width, height, width, height])
+    return rois.detach() * scale
+
+
+def roi_features(feature_map: torch.Tensor, rois: torch.Tensor, roi_size: int = 7) -> torch.Tensor:
+    """RoIAlign (roi_size x roi_size) then max over the bins: [B, C, H, W], [N, 5] -> [N, C]."""
+    if rois.shape[0] == 0:
+        return feature_map.new_zeros(0, feature_map.shape[1])
+    height, width = feature_map.shape[-2:]
+    pooled = roi_align(feature_map, scale_rois(rois, height, width), (roi_size, roi_size))
+    return F.adaptive_max_pool2d(pooled, 1).flatten(1)

@@ -1,0 +1,74 @@
+"""Name -> factory registry for backbones, heads and whole detectors (timm style).
+
+Factories take explicit keyword arguments only; nothing reads a global config.
+
+    >>> from stad.models.registry import create_model, list_models
+    >>> backbone = create_model("slowfast_tiny")
+    >>> list_models(kind="backbone")
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+
+KINDS = ("backbone", "head", "detector")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: str
+    factory: Callable[..., nn.Module]
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str | None = None, *, kind: str = "backbone") -> Callable:
+    """Decorator registering ``factory`` under ``name`` (default: the function name)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+    def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or factory.__name__
+        if key in _REGISTRY and _REGISTRY[key].factory is not factory:
+            raise ValueError(f"model name {key!r} is already registered")
+        doc = (factory.__doc__ or "").strip().splitlines()
+        _REGISTRY[key] = ModelEntry(key, kind, factory, doc[0] if doc else "")
+        return factory
+
+    return decorator
+
+
+def _ensure_builtin_models() -> None:
+    # Importing the modules runs their @register_model decorators.
+    from stad.models import detector, heads, slowfast, vit  # noqa: F401
+
+
+def get_entry(name: str) -> ModelEntry:
+    _ensure_builtin_models()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"unknown model {name!r}{hint} (see stad.models.list_models())")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` with explicit keyword arguments."""
+    return get_entry(name).factory(**kwargs)
+
+
+def list_models(kind: str | None = None) -> list[str]:
+    """Sorted registered names, optionally only one kind ('backbone', 'head', 'detector')."""
+    _ensure_builtin_models()
+    return sorted(k for k, e in _REGISTRY.items() if kind is None or e.kind == kind)
+
+
+def is_model(name: str) -> bool:
+    _ensure_builtin_models()
+    return name in _REGISTRY
