@@ -1,0 +1,294 @@
+"""YOLO person detector: the only module of the project that imports ultralytics.
+
+Ultralytics is a black box behind `PersonDetector`. Importing this module is cheap; ultralytics is
+imported (and made offline-safe, see `configure_offline`) the first time a detector is built.
+
+Two inference paths give the same boxes:
+- `detect_reference(image)`: one ``model(image)`` call per image, as the reference system did.
+- `letterbox` (thread-safe, run by the decoding thread) + `detect_letterboxed(batch)`: one forward
+  pass per batch on pre-letterboxed uint8 tensors, with the predictor set up once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from copy import deepcopy
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from stad.structures import Boxes
+
+LOGGER = logging.getLogger(__name__)
+
+# Read by ultralytics at import time: no DNS "online" probe, no pip auto-install.
+OFFLINE_ENV = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "MPLBACKEND": "Agg"}
+
+
+class OfflineError(RuntimeError):
+    """Raised instead of any download ultralytics would attempt."""
+
+
+def _refuse_download(*args: Any, **kwargs: Any) -> None:
+    target = kwargs.get("url") or (args[0] if args else "?")
+    raise OfflineError(f"download of {target!r} refused: the pipeline runs offline "
+                       "(put the file on disk and pass its path)")
+
+
+def _local_font(font: str = "Arial.ttf") -> Path:
+    """Stand-in for ultralytics' check_font: a font shipped with matplotlib, never a download."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+def _amp_without_download(model: Any) -> bool:
+    """Stand-in for ultralytics' check_amp, which downloads yolo26n.pt to compare FP32 and AMP outputs."""
+    import torch
+
+    device = next(model.parameters()).device
+    return device.type == "cuda" and torch.cuda.is_available()
+
+
+_CONFIGURED = False
+
+
+def configure_offline() -> Any:
+    """Import ultralytics with every network path switched off; return the module. Idempotent.
+
+    - env: YOLO_OFFLINE=1 (no DNS probe: ONLINE=False disables update checks, telemetry, hub sync),
+      YOLO_AUTOINSTALL=0 (check_requirements never pip-installs);
+    - font lookup (`check_font`, called by dataset checks and plotting) returns matplotlib's DejaVuSans;
+    - AMP check (downloads yolo26n.pt on CUDA) is replaced by "AMP on CUDA, off on CPU";
+    - `safe_download` / `get_github_assets` raise `OfflineError`; `attempt_download_asset` only
+      resolves files that exist locally.
+    Settings on disk are not modified.
+    """
+    global _CONFIGURED
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    import ultralytics
+    if _CONFIGURED:
+        return ultralytics
+    import ultralytics.data.utils as data_utils
+    import ultralytics.engine.trainer as trainer
+    import ultralytics.utils as uutils
+    import ultralytics.utils.checks as checks
+    import ultralytics.utils.downloads as downloads
+    import ultralytics.utils.events as events
+    import ultralytics.utils.plotting as plotting
+
+    uutils.ONLINE = checks.ONLINE = events.ONLINE = False
+    checks.AUTOINSTALL = False
+    events.events.enabled = False
+    for module in (checks, data_utils, plotting):
+        module.check_font = _local_font
+    trainer.check_amp = _amp_without_download
+    original_attempt = downloads.attempt_download_asset
+
+    def attempt_local_asset(file: str | Path, *args: Any, **kwargs: Any) -> str:
+        path = Path(str(file).strip())
+        local = Path(uutils.SETTINGS["weights_dir"]) / path.name
+        if path.exists() or local.exists():
+            return original_attempt(file, *args, **kwargs)
+        raise OfflineError(f"{file}: file not found and downloads are disabled")
+
+    downloads.attempt_download_asset = attempt_local_asset
+    for module in (downloads, data_utils):
+        module.safe_download = _refuse_download
+    downloads.get_github_assets = _refuse_download
+    _CONFIGURED = True
+    return ultralytics
+
+
+def resolve_person_class(names: Mapping[int, str] | Sequence[str], requested: int | str | None = None) -> int:
+    """Index of the person class in a detector's class ``names``.
+
+    COCO weights: 'person' (index 0). A single-class fine-tuned detector: its only class, whatever
+    its name. ``requested`` (an index or a name) overrides the lookup.
+    """
+    table = dict(enumerate(names)) if not isinstance(names, Mapping) else {int(k): str(v) for k, v in names.items()}
+    if not table:
+        raise ValueError("the detector has no class names")
+    if requested is not None:
+        if isinstance(requested, int) or str(requested).isdigit():
+            index = int(requested)
+            if index not in table:
+                raise ValueError(f"person class {index} is not one of the detector's classes {table}")
+            return index
+        matches = [i for i, name in table.items() if name.lower() == str(requested).lower()]
+        if not matches:
+            raise ValueError(f"class name {requested!r} is not one of the detector's classes {table}")
+        return matches[0]
+    matches = [i for i, name in table.items() if name.strip().lower() in ("person", "people", "human", "pedestrian")]
+    if matches:
+        return matches[0]
+    if len(table) == 1:
+        return next(iter(table))
+    raise ValueError(f"cannot tell which class is 'person' among {table}; pass person_class=<index or name>")
+
+
+def _torch_device(device: str | int) -> str:
+    device = str(device).strip().lower()
+    if device.isdigit():
+        return f"cuda:{device}"
+    return device or "cpu"
+
+
+class PersonDetector:
+    """A YOLO detector restricted to its person class.
+
+    Args:
+        weights: ultralytics ``.pt`` file (COCO ``yolov8*.pt`` or a fine-tuned person detector).
+        device: "cpu", "0"/"cuda:0", ...
+        imgsz: inference size (long side), rounded up to a multiple of the model stride.
+        conf: score threshold; iou: NMS IoU threshold; max_det: boxes kept per image.
+        person_class: class index or name overriding the lookup by name (see `resolve_person_class`).
+    """
+
+    def __init__(self, weights: str | Path, *, device: str | int = "cpu", imgsz: int = 640, conf: float = 0.1,
+                 iou: float = 0.7, max_det: int = 300, person_class: int | str | None = None) -> None:
+        weights = Path(weights)
+        if not weights.is_file():
+            raise FileNotFoundError(f"detector weights not found: {weights} (see checkpoints/README.md)")
+        if weights.suffix != ".pt":
+            raise ValueError(f"{weights}: expected an ultralytics .pt checkpoint")
+        if not 0.0 <= conf <= 1.0:
+            raise ValueError(f"conf must be in [0, 1], got {conf}")
+        configure_offline()
+        from ultralytics import YOLO
+        from ultralytics.nn.autobackend import AutoBackend
+        from ultralytics.utils.checks import check_imgsz
+
+        self.weights = weights
+        self.device = _torch_device(device)
+        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        self.yolo = YOLO(str(weights), task="detect")
+        if self.yolo.task != "detect":
+            raise ValueError(f"{weights}: a '{self.yolo.task}' model, expected a detection model")
+        self.names: dict[int, str] = dict(self.yolo.names)
+        self.person_index = resolve_person_class(self.names, person_class)
+        self.stride = int(max(self.yolo.model.stride))
+        self.imgsz = int(check_imgsz(imgsz, stride=self.stride, max_dim=1))
+        # Same backend the ultralytics predictor builds (fused Conv+BN), built once.
+        self.backend = AutoBackend(model=deepcopy(self.yolo.model), device=self.device, fuse=True, verbose=False)
+        self.backend.eval()
+        self.end2end = bool(getattr(self.backend, "end2end", False))
+        self.degenerate_dropped = 0  # boxes with no area once clipped to the image (untrained models make them)
+
+    def __repr__(self) -> str:
+        return (f"PersonDetector({self.weights.name}, person_class={self.person_index} "
+                f"'{self.names[self.person_index]}', imgsz={self.imgsz}, conf={self.conf}, device={self.device})")
+
+    # --- fast path -------------------------------------------------------------------------
+    def letterbox(self, image_bgr: np.ndarray) -> np.ndarray:
+        """Letterbox one BGR uint8 image ``[H, W, 3]`` to the model's input ``[3, h, w]`` RGB uint8.
+
+        Thread-safe (no shared state): meant to run in the decoding thread. The minimum-rectangle
+        padding matches what ``model(image)`` does for a single image, so boxes are identical.
+        """
+        from ultralytics.data.augment import LetterBox
+
+        if image_bgr is None or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+            raise ValueError(f"expected a BGR image [H, W, 3], got {None if image_bgr is None else image_bgr.shape}")
+        boxed = LetterBox(self.imgsz, auto=True, stride=self.stride)(image=image_bgr)
+        return np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1))
+
+    def detect_letterboxed(self, batch: Sequence[np.ndarray], orig_shapes: Sequence[tuple[int, int]]) -> list[Boxes]:
+        """Person boxes for a batch of letterboxed images (all of one shape ``[3, h, w]`` uint8).
+
+        ``orig_shapes``: ``(H, W)`` of each original image. Returns per image `Boxes` in normalised
+        xyxy clipped to [0, 1], scores sorted in descending order.
+        """
+        import torch
+        from ultralytics.utils import nms, ops
+
+        if len(batch) != len(orig_shapes):
+            raise ValueError(f"{len(batch)} images but {len(orig_shapes)} shapes")
+        if not batch:
+            return []
+        with torch.inference_mode():
+            tensor = torch.from_numpy(np.stack(batch)).to(self.device)
+            tensor = tensor.half() if self.backend.fp16 else tensor.float()
+            preds = self.backend(tensor.div_(255))
+            kept = nms.non_max_suppression(preds, self.conf, self.iou, classes=[self.person_index],
+                                           max_det=self.max_det, end2end=self.end2end)
+            out = []
+            for det, (height, width) in zip(kept, orig_shapes):
+                xyxy = ops.scale_boxes(tensor.shape[2:], det[:, :4].clone(), (height, width))
+                out.append(self._to_boxes(xyxy, det[:, 4], width, height))
+        return out
+
+    def detect(self, images_bgr: Sequence[np.ndarray]) -> list[Boxes]:
+        """Convenience: letterbox and detect a list of BGR images (grouped by letterboxed shape)."""
+        boxed = [self.letterbox(image) for image in images_bgr]
+        out: list[Boxes | None] = [None] * len(boxed)
+        for shape in {b.shape for b in boxed}:
+            idx = [i for i, b in enumerate(boxed) if b.shape == shape]
+            for i, boxes in zip(idx, self.detect_letterboxed([boxed[i] for i in idx],
+                                                             [images_bgr[i].shape[:2] for i in idx])):
+                out[i] = boxes
+        return out  # type: ignore[return-value]
+
+    # --- reference path --------------------------------------------------------------------
+    def detect_reference(self, image_bgr: np.ndarray) -> Boxes:
+        """One ultralytics ``model(image)`` call (the reference system's way); used as an oracle."""
+        result = self.yolo(image_bgr, conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det,
+                           classes=[self.person_index], device=self.device, verbose=False)[0]
+        height, width = result.orig_shape
+        return self._to_boxes(result.boxes.xyxy, result.boxes.conf, width, height)
+
+    def _to_boxes(self, xyxy_pixels: Any, scores: Any, width: int, height: int) -> Boxes:
+        """Normalised, clipped, score-sorted boxes; drops (and counts) boxes with no area after clipping."""
+        xyxy = xyxy_pixels.float().cpu().numpy().reshape(-1, 4) / np.array([width, height, width, height], np.float32)
+        xyxy = xyxy.clip(0.0, 1.0)
+        scores = scores.float().cpu().numpy().reshape(-1)
+        valid = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        self.degenerate_dropped += int((~valid).sum())
+        xyxy, scores = xyxy[valid], scores[valid]
+        order = np.argsort(-scores, kind="stable")
+        return Boxes(xyxy[order], scores[order])
+
+
+def build_untrained_detector(path: str | Path, names: Mapping[int, str], cfg: str = "yolov8n.yaml",
+                             seed: int = 0) -> Path:
+    """Write an ultralytics checkpoint of a randomly initialised detector (tests, smoke runs).
+
+    Default initialisation makes every score identical (activations vanish through the network),
+    so weights are re-drawn (He-normal, seeded) and the class logits amplified: scores then vary
+    over the image, which makes box ordering and batched-vs-reference comparisons meaningful. The
+    box branch is biased towards boxes 4-6 strides wide so boxes have positive area.
+    The file is written by ultralytics' own ``Model.save`` so loading it is the real code path.
+    """
+    configure_offline()
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    yolo = YOLO(cfg, task="detect")
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = DetectionModel(dict(yolo.model.yaml), nc=len(names), verbose=False)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        head = model.model[-1]
+        with torch.no_grad():
+            for branch in head.cv3:  # class-logit convs of the Detect head
+                branch[-1].weight.mul_(100.0)
+                branch[-1].bias.fill_(-2.0)
+            for branch in head.cv2:  # box-distribution convs: peak at 2-3 strides per side -> valid boxes
+                branch[-1].weight.normal_(0.0, 0.01)
+                branch[-1].bias.zero_()
+                branch[-1].bias.view(4, head.reg_max)[:, 2:4] = 4.0
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model.names = {int(k): str(v) for k, v in names.items()}
+    model.args = {"imgsz": 640, "task": "detect"}
+    yolo.model = model
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    yolo.save(str(path))
+    return path

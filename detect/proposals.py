@@ -1,0 +1,174 @@
+"""Person proposals on keyframes -> ACAR annotation pickle (+ AVA-style scored CSV).
+
+    python -m detect.proposals --weights checkpoints/toy_person_yolov8n.pt --source data/toy/frames \\
+        --annotations data/toy/annotations/val.csv --dataset toy --out proposals.pkl --csv proposals.csv
+
+Only the keyframes named by ``--annotations`` (or every N-th frame of a plain video with ``--every``)
+are decoded. Decoding and letterboxing run in a background thread while the model runs on batches.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from detect.keyframes import (CONVENTIONS, KeyframeRequest, get_convention, every_nth_frame, read_keyframe_keys,
+                              requests_from_keys)
+from detect.source import KeyframeSource, VideoSource, open_source, prefetch, video_frame_count
+from stad.data.formats.acar_pkl import write_acar_pkl
+from stad.data.formats.ava import keyframe_for, write_dense_proposals
+from stad.data.formats.conventions import FrameConvention
+from stad.data.formats.labelmap import read_labelmap
+from stad.io_utils import atomic_open
+from stad.structures import Boxes, Keyframe, KeyframeKey, LabelMap
+
+LOGGER = logging.getLogger("detect.proposals")
+
+
+def _batches(items: Iterable[tuple], batch_size: int) -> Iterator[list[tuple]]:
+    """Group ``(request, letterboxed, shape)`` items into batches of one letterboxed shape."""
+    batch: list[tuple] = []
+    for item in items:
+        if batch and (len(batch) == batch_size or item[1].shape != batch[0][1].shape):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def detect_keyframes(detector, source: KeyframeSource, requests: Sequence[KeyframeRequest], batch_size: int = 16,
+                     queue_size: int = 64, progress: bool = True) -> dict[KeyframeKey, Boxes]:
+    """Person boxes for every request: ``{(video, t): Boxes}`` (normalised, scores descending).
+
+    ``detector`` is a `detect.detector.PersonDetector` (anything with ``letterbox`` and
+    ``detect_letterboxed``). Keyframes without a person map to empty `Boxes`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"--batch must be >= 1, got {batch_size}")
+    keys = [r.key for r in requests]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate keyframes in the request list")
+
+    def prepare(item: tuple[KeyframeRequest, np.ndarray]) -> tuple:
+        request, image = item
+        return request, detector.letterbox(image), image.shape[:2]
+
+    found: dict[KeyframeKey, Boxes] = {}
+    with tqdm(total=len(requests), desc="proposals", unit="kf", disable=not progress, file=sys.stderr) as bar:
+        for batch in _batches(prefetch(source.iter_frames(requests), prepare, queue_size), batch_size):
+            boxes = detector.detect_letterboxed([b[1] for b in batch], [b[2] for b in batch])
+            for (request, _, _), per_frame in zip(batch, boxes):
+                found[request.key] = per_frame
+            bar.update(len(batch))
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise RuntimeError(f"{len(missing)} keyframes were not processed, e.g. {missing[:3]}")
+    return found
+
+
+def to_keyframes(found: dict[KeyframeKey, Boxes], convention: FrameConvention) -> list[Keyframe]:
+    """Proposal keyframes (sorted by key): boxes with scores, person id -1, no labels."""
+    return [keyframe_for(key, boxes, [()] * len(boxes), convention) for key, boxes in sorted(found.items())]
+
+
+def format_proposal_rows(keyframes: Iterable[Keyframe]) -> list[str]:
+    """LFB/SlowFast proposal CSV rows ``video,%04d,x1,y1,x2,y2,,score`` (column 6 empty: no label)."""
+    rows = []
+    for kf in keyframes:
+        for (x1, y1, x2, y2), score in zip(kf.boxes.xyxy, kf.boxes.scores):
+            rows.append(f"{kf.video},{kf.timestamp:04d},{x1:.4f},{y1:.4f},{x2:.4f},{y2:.4f},,{score:.6f}")
+    return rows
+
+
+def write_proposal_csv(path: str | Path, keyframes: Iterable[Keyframe]) -> int:
+    rows = format_proposal_rows(keyframes)
+    with atomic_open(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write("".join(row + "\n" for row in rows))
+    return len(rows)
+
+
+def build_requests(args: argparse.Namespace) -> list[KeyframeRequest]:
+    convention = get_convention(args.dataset)
+    if args.annotations:
+        return requests_from_keys(read_keyframe_keys(args.annotations), convention, args.video_start)
+    if not args.every:
+        raise SystemExit("error: pass --annotations <GT csv | keyframe list> or --every N (plain video)")
+    source = Path(args.source)
+    if not source.is_file():
+        raise SystemExit("error: --every needs --source to be one video file")
+    if convention.timestamp_unit != "frame":
+        convention = CONVENTIONS["frames"]
+    return every_nth_frame(source.stem, video_frame_count(source), args.every, convention)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m detect.proposals", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="ultralytics .pt (COCO yolov8*.pt or a person detector)")
+    parser.add_argument("--source", required=True, help="frames root (<root>/<video>/<frames>), video dir, or video file")
+    parser.add_argument("--annotations", help="GT/prediction CSV (>= 7 columns) or keyframe list (video,t)")
+    parser.add_argument("--every", type=int, default=0, help="without --annotations: every N-th frame of a video file")
+    parser.add_argument("--dataset", default="ava", choices=sorted(CONVENTIONS),
+                        help="keyframe -> frame convention (default: ava)")
+    parser.add_argument("--video-start", type=float, default=0.0,
+                        help="time (s) of a video file's first frame (900 for AVA videos cut at 900 s)")
+    parser.add_argument("--out", required=True, help="ACAR annotation pickle to write")
+    parser.add_argument("--csv", help="also write an AVA-style proposal CSV (video,t,x1,y1,x2,y2,,score)")
+    parser.add_argument("--dense", help="also write an mmaction2 dense-proposal pickle {'video,%%04d': (N,5)}")
+    parser.add_argument("--labelmap", help="pbtxt giving idx_to_class of the pickle (default: empty list)")
+    parser.add_argument("--conf", type=float, default=0.1)
+    parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
+    parser.add_argument("--max-det", type=int, default=100, help="boxes kept per keyframe")
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="cpu, 0, cuda:0, ...")
+    parser.add_argument("--person-class", help="class index or name (default: read 'person' from the weights)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    requests = build_requests(args)
+    source = open_source(args.source)
+    if isinstance(source, VideoSource) is False and args.every:
+        raise SystemExit("error: --every needs a video file as --source")
+    labelmap = read_labelmap(args.labelmap) if args.labelmap else LabelMap((), ())
+    from detect.detector import PersonDetector  # imports ultralytics (offline-configured)
+
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    person_class = args.person_class
+    if person_class is not None and person_class.isdigit():
+        person_class = int(person_class)
+    detector = PersonDetector(args.weights, device=args.device, imgsz=args.imgsz, conf=args.conf, iou=args.iou,
+                              max_det=args.max_det, person_class=person_class)
+    LOGGER.info("%s on %d keyframes from %s", detector, len(requests), args.source)
+    found = detect_keyframes(detector, source, requests, args.batch, progress=not args.no_progress)
+    keyframes = to_keyframes(found, get_convention(args.dataset) if args.annotations else CONVENTIONS["frames"])
+    if detector.degenerate_dropped:
+        LOGGER.warning("dropped %d boxes with zero area after clipping to the image", detector.degenerate_dropped)
+    write_acar_pkl(args.out, keyframes, labelmap, with_scores=True)
+    n_boxes = sum(len(kf.boxes) for kf in keyframes)
+    empty = sum(1 for kf in keyframes if not len(kf.boxes))
+    LOGGER.info("wrote %s: %d keyframes, %d boxes, %d keyframes without a person", args.out, len(keyframes),
+                n_boxes, empty)
+    if args.csv:
+        LOGGER.info("wrote %s: %d rows", args.csv, write_proposal_csv(args.csv, keyframes))
+    if args.dense:
+        write_dense_proposals(args.dense, {kf.key: kf.boxes for kf in keyframes})
+        LOGGER.info("wrote %s", args.dense)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
