@@ -1,0 +1,106 @@
+"""Batch `ClipSample`s with a variable number of boxes per clip (zero included) into a `ClipBatch`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Sequence
+
+import torch
+
+from stad.data.dataset import ClipSample
+
+
+def _move(value: object, device: torch.device | str, non_blocking: bool) -> object:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=non_blocking)
+    if isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+        return [v.to(device, non_blocking=non_blocking) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ClipBatch:
+    """B clips and their boxes.
+
+    Attributes:
+        clips: float ``[B, 3, T, H, W]`` normalised RGB.
+        boxes: per clip ``[N_i, 4]`` normalised xyxy in the (transformed) clip frame.
+        targets: per clip multi-hot ``[N_i, K]`` float.
+        box_scores: per clip detector scores ``[N_i]`` (1 for ground truth).
+        keys: ``(video, timestamp)`` per clip.
+        person_ids: per clip ``[N_i]`` int64 (-1 unknown).
+        orig_boxes: per clip ``[N_i, 4]`` normalised xyxy in the original frame (write these out).
+        orig_sizes: ``(height, width)`` of each original video frame.
+    """
+
+    clips: torch.Tensor
+    boxes: list[torch.Tensor]
+    targets: list[torch.Tensor]
+    box_scores: list[torch.Tensor]
+    keys: list[tuple[str, int]]
+    person_ids: list[torch.Tensor]
+    orig_boxes: list[torch.Tensor]
+    orig_sizes: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def num_boxes(self) -> list[int]:
+        return [len(b) for b in self.boxes]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "ClipBatch":
+        """A new batch with every tensor on ``device``."""
+        return replace(self, **{f.name: _move(getattr(self, f.name), device, non_blocking) for f in fields(self)})
+
+    def pin_memory(self) -> "ClipBatch":
+        """Page-locked copy (DataLoader(pin_memory=True) calls this on custom batch types)."""
+        pinned = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                pinned[f.name] = value.pin_memory()
+            elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+                pinned[f.name] = [v.pin_memory() for v in value]
+        return replace(self, **pinned)
+
+    def boxes_pixels(self) -> list[torch.Tensor]:
+        """Per clip boxes ``[N_i, 4]`` in pixels of the clip tensor (``x * W``, ``y * H``)."""
+        h, w = self.clips.shape[-2:]
+        return [b * b.new_tensor([w, h, w, h]) for b in self.boxes]
+
+    def flat_targets(self) -> torch.Tensor:
+        """All targets ``[sum N_i, K]`` in box order (matches the model's RoI order)."""
+        k = self.targets[0].shape[1] if self.targets else 0
+        return torch.cat(self.targets) if self.targets else torch.zeros(0, k)
+
+
+def _pad_to(clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Zero-pad ``[3, T, h, w]`` at the bottom/right to ``[3, T, height, width]``."""
+    h, w = clip.shape[-2:]
+    if (h, w) == (height, width):
+        return clip
+    return torch.nn.functional.pad(clip, (0, width - w, 0, height - h))
+
+
+def collate_clips(samples: Sequence[ClipSample]) -> ClipBatch:
+    """Stack clips and keep per-clip box lists.
+
+    Clips of different spatial size (videos of different aspect ratio after a short-side scale)
+    are zero-padded at the bottom/right to the largest; their boxes are rescaled so they stay
+    normalised to the padded tensor (ACAR's ``pad_ratios``, folded into the boxes).
+    """
+    if not samples:
+        raise ValueError("collate_clips: empty batch")
+    if len({tuple(s.clip.shape[:2]) for s in samples}) != 1:
+        raise ValueError(f"collate_clips: clips differ in channels/length {[tuple(s.clip.shape) for s in samples]}")
+    height = max(s.clip.shape[-2] for s in samples)
+    width = max(s.clip.shape[-1] for s in samples)
+    boxes = []
+    for s in samples:
+        h, w = s.clip.shape[-2:]
+        boxes.append(s.boxes if (h, w) == (height, width) else s.boxes * s.boxes.new_tensor(
+            [w / width, h / height, w / width, h / height]))
+    return ClipBatch(clips=torch.stack([_pad_to(s.clip, height, width) for s in samples]), boxes=boxes,
+                     targets=[s.targets for s in samples], box_scores=[s.box_scores for s in samples],
+                     keys=[s.key for s in samples], person_ids=[s.person_ids for s in samples],
+                     orig_boxes=[s.orig_boxes for s in samples], orig_sizes=[s.orig_size for s in samples])

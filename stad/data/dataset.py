@@ -1,0 +1,152 @@
+"""Training / inference dataset: one sample per keyframe of an ACAR annotation pickle.
+
+``ClipDataset(annotation_path, frames_root=... | video_root=..., clip_len, frame_stride, transform,
+num_classes)[i]`` -> `ClipSample`: a clip of ``clip_len`` frames, ``frame_stride`` apart, centred on
+the keyframe's ``mid_frame`` (``mid + stride * (i - T // 2)``, clamped to the video's frames), the
+keyframe's boxes mapped through the same geometric transform as the pixels, multi-hot targets and
+the boxes' detector scores. The pickle may hold ground truth or detector proposals.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from stad.data.formats.acar_pkl import read_acar_pkl
+from stad.data.transforms import Compose, ToTensor
+from stad.data.video import clip_indices, make_source
+from stad.structures import Keyframe, LabelMap
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClipSample:
+    """One keyframe's clip and boxes.
+
+    Attributes:
+        clip: float ``[3, T, H, W]`` RGB after the transform (normalised if it says so).
+        boxes: float ``[N, 4]`` normalised xyxy in the transformed clip.
+        targets: float ``[N, K]`` multi-hot.
+        box_scores: float ``[N]`` detector scores (1 for ground truth).
+        key: ``(video, timestamp)``.
+        person_ids: int64 ``[N]`` (-1 unknown).
+        orig_size: ``(height, width)`` of the source frames.
+        orig_boxes: float ``[N, 4]`` normalised xyxy in the source frame (for writing predictions).
+    """
+
+    clip: torch.Tensor
+    boxes: torch.Tensor
+    targets: torch.Tensor
+    box_scores: torch.Tensor
+    key: tuple[str, int]
+    person_ids: torch.Tensor
+    orig_size: tuple[int, int]
+    orig_boxes: torch.Tensor
+
+    def boxes_pixels(self) -> torch.Tensor:
+        """``[N, 4]`` boxes in pixels of ``clip``."""
+        h, w = self.clip.shape[-2:]
+        return self.boxes * self.boxes.new_tensor([w, h, w, h])
+
+
+def _filter_scores(kf: Keyframe, min_score: float) -> Keyframe:
+    """Keep boxes with score >= min(min_score, best score) (at least one box survives, as mmaction2)."""
+    if not len(kf.boxes) or min_score <= 0:
+        return kf
+    keep = np.flatnonzero(kf.boxes.scores >= min(min_score, float(kf.boxes.scores.max())))
+    return Keyframe(kf.video, kf.timestamp, kf.boxes[keep], tuple(kf.labels[i] for i in keep), kf.mid_frame,
+                    kf.start_frame, kf.n_frames, kf.format_str, kf.frame_rate)
+
+
+class ClipDataset(Dataset):
+    """Clips around the keyframes of an ACAR pickle, read from frame folders or video files.
+
+    Args:
+        annotation_path: ACAR pickle ``[elements, idx_to_class]`` (GT or proposals).
+        frames_root: folder of ``<video>/<format_str % n>`` frames; or
+        video_root: folder of ``<video>.mp4`` (or .mkv/.avi/...) files, decoded with PyAV.
+        clip_len: frames per clip ``T``.
+        frame_stride: frame-number step between clip frames.
+        transform: a `stad.data.transforms.Compose` (default: only ``/255``).
+        num_classes: ``K``; defaults to ``len(idx_to_class)``; label indices must be below it.
+        min_score: drop proposal boxes scoring below it (the best box of a keyframe always stays).
+        min_visible: after a crop, drop boxes keeping less than this fraction of their area (0: keep all).
+        video_frame_offset: added to frame numbers when reading videos whose first frame is not
+            frame 1 of the annotation's numbering (AVA frames cut at 900 s from full videos: 27000).
+        cache_videos: with ``video_root``, keep this many fully decoded videos in memory (tiny sets).
+        fast_decode: decode JPEGs at 1/2, 1/4, 1/8 size when the transform downscales that much.
+    """
+
+    def __init__(self, annotation_path: str | Path, frames_root: str | Path | None = None,
+                 video_root: str | Path | None = None, clip_len: int = 16, frame_stride: int = 2,
+                 transform: Compose | None = None, num_classes: int | None = None, min_score: float = 0.0,
+                 min_visible: float = 0.0, video_frame_offset: int = 0, cache_videos: int = 0,
+                 fast_decode: bool = True) -> None:
+        keyframes, labelmap = read_acar_pkl(annotation_path, num_classes)
+        self.annotation_path = Path(annotation_path)
+        self.labelmap: LabelMap = labelmap
+        self.num_classes = int(num_classes if num_classes is not None else len(labelmap))
+        if len(labelmap) != self.num_classes:
+            log.warning("%s: idx_to_class has %d classes but num_classes=%d", annotation_path, len(labelmap),
+                        self.num_classes)
+        self.keyframes = [_filter_scores(kf, min_score) for kf in keyframes]
+        self.source = make_source(frames_root, video_root, cache_videos)
+        self.from_video = frames_root is None
+        self.clip_len, self.frame_stride = int(clip_len), int(frame_stride)
+        self.transform = transform if transform is not None else Compose((ToTensor(255.0),))
+        self.min_visible = float(min_visible)
+        self.video_frame_offset = int(video_frame_offset)
+        self.fast_decode = fast_decode
+
+    def __len__(self) -> int:
+        return len(self.keyframes)
+
+    @property
+    def keys(self) -> list[tuple[str, int]]:
+        return [kf.key for kf in self.keyframes]
+
+    def with_transform(self, transform: Compose) -> "ClipDataset":
+        """A shallow copy reading the same keyframes through another transform (test-time views)."""
+        other = copy.copy(self)
+        other.transform = transform
+        return other
+
+    def frame_numbers(self, index: int) -> np.ndarray:
+        """Frame numbers ``[T]`` of sample ``index`` in the source's numbering."""
+        kf = self.keyframes[index]
+        offset = self.video_frame_offset if self.from_video else 0
+        last = self.source.num_frames(kf.video, kf.format_str)
+        return clip_indices(kf.mid_frame + offset, self.clip_len, self.frame_stride, last)
+
+    def __getitem__(self, index: int) -> ClipSample:
+        kf = self.keyframes[index]
+        frames = self.frame_numbers(index)
+        height, width = self.source.frame_size(kf.video, kf.format_str, int(frames[len(frames) // 2]))
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        recipe = self.transform.sample(height, width, rng)
+        reduction = recipe.geometry.decode_reduction() if self.fast_decode and not self.from_video else 1
+        pixels = self.source.read(kf.video, kf.format_str, frames, reduction)
+        clip = recipe.render(pixels)
+        boxes = recipe.map_boxes(kf.boxes.xyxy)
+        keep = self._visible(kf, recipe)
+        targets = kf.multi_hot(self.num_classes)
+        return ClipSample(clip=clip, boxes=torch.from_numpy(boxes[keep]), targets=torch.from_numpy(targets[keep]),
+                          box_scores=torch.from_numpy(kf.boxes.scores[keep].copy()), key=kf.key,
+                          person_ids=torch.from_numpy(kf.boxes.ids[keep].copy()), orig_size=(int(height), int(width)),
+                          orig_boxes=torch.from_numpy(kf.boxes.xyxy[keep].copy()))
+
+    def _visible(self, kf: Keyframe, recipe: object) -> np.ndarray:
+        if self.min_visible <= 0 or not len(kf.boxes):
+            return np.arange(len(kf.boxes))
+        g = recipe.geometry  # type: ignore[attr-defined]
+        full = kf.boxes.xyxy * np.array([g.resize[0], g.resize[1]] * 2, np.float32)
+        full_area = (full[:, 2] - full[:, 0]) * (full[:, 3] - full[:, 1])
+        mapped = recipe.map_boxes(kf.boxes.xyxy) * np.array([g.out[0], g.out[1]] * 2, np.float32)  # type: ignore
+        area = (mapped[:, 2] - mapped[:, 0]) * (mapped[:, 3] - mapped[:, 1])
+        return np.flatnonzero(area >= self.min_visible * np.maximum(full_area, 1e-9))
