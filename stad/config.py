@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,24 @@ from typing import Any, Mapping, Sequence, Union
 import yaml
 
 from stad.io_utils import atomic_write_text
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-7`` (no dot) as a float, as YAML 1.2 and humans do."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -99,6 +118,7 @@ class ModelConfig:
     backbone: BackboneConfig = BackboneConfig()
     neck: ModuleConfig = ModuleConfig("basic")
     head: ModuleConfig = ModuleConfig("acar")
+    kwargs: dict = field(default_factory=dict)  # project key: more build_action_model arguments
 
 
 @dataclass(frozen=True)
@@ -133,6 +153,7 @@ class TrainConfig:
     grad_clip: float | None = None  # max global grad L2 norm
     amp: bool = True  # mixed precision; only ever enabled on CUDA
     drop_last: bool = True
+    min_score: float = 0.0  # drop proposal boxes below this detector score
 
 
 @dataclass(frozen=True)
@@ -145,6 +166,7 @@ class ValConfig:
     eval_mAP: EvalMapConfig | None = None
     workers: int = 0
     video_root: str | None = None
+    min_score: float = 0.0  # drop proposal boxes below this detector score (best box kept)
 
 
 @dataclass(frozen=True)
@@ -291,7 +313,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"--set {text!r}: empty key")
-    return parts, yaml.safe_load(raw) if raw.strip() else None
+    return parts, yaml_load(raw) if raw.strip() else None
 
 
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
@@ -327,7 +349,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
     if not isinstance(data, dict):

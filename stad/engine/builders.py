@@ -5,7 +5,6 @@ This is the only engine module that knows the names used in configs (ACAR-Net's 
 """
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -23,70 +22,70 @@ DUAL_STREAM = "vitsf"
 DEFAULT_SUB_ARCH = "vit_giant"
 
 
-def _import(path: str) -> Callable:
-    """``'package.module:attr'`` -> the attribute (custom factories named in a config)."""
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 # --------------------------------------------------------------------------- model
 
 
+def _is_slowfast(name: str) -> bool:
+    return name.startswith("slowfast")
+
+
+def _head_kwargs(config: Config) -> dict:
+    """ACAR head kwargs -> ours: ``roi_spatial`` is ``roi_size``; ``width`` is checked after building."""
+    renames = {"roi_spatial": "roi_size"}
+    return {renames.get(k, k): v for k, v in config.model.head.kwargs.items() if k not in ("num_classes", "width")}
+
+
+def _jitter_scale(config: Config) -> float:
+    neck = dict(config.model.neck.kwargs)
+    if neck.pop("multi_class", True) is not True:
+        raise ConfigError("model.neck.kwargs.multi_class: only multi-label (True) is supported")
+    jitter = neck.pop("bbox_jitter", None) or {}
+    neck.pop("num_classes", None)
+    scale = float(neck.pop("jitter_scale", jitter.get("scale", 0.0)))
+    if neck:
+        raise ConfigError(f"model.neck.kwargs: unknown keys {sorted(neck)} (known: bbox_jitter, jitter_scale, "
+                          f"num_classes, multi_class)")
+    return scale
+
+
 def model_kwargs(config: Config) -> dict:
-    """Keyword arguments for ``stad.models.build_action_model`` from the ACAR-style model section."""
+    """Arguments of ``stad.models.build_action_model`` from the ACAR-style ``model`` section."""
     model = config.model
-    backbone = ARCH_ALIASES.get(model.backbone.arch, model.backbone.arch)
-    kwargs: dict[str, Any] = {
-        "backbone_kwargs": dict(model.backbone.kwargs),
-        "head_kwargs": {k: v for k, v in model.head.kwargs.items() if k != "num_classes"},
-        "neck_kwargs": {k: v for k, v in model.neck.kwargs.items() if k != "num_classes"},
-        "freeze_bn": model.freeze_bn,
-    }
+    arch = ARCH_ALIASES.get(model.backbone.arch, model.backbone.arch)
+    backbone_kwargs = dict(model.backbone.kwargs)
+    if model.freeze_bn and _is_slowfast(arch):
+        backbone_kwargs.setdefault("frozen_bn", True)
+    kwargs: dict[str, Any] = {"head": model.head.type, "head_kwargs": _head_kwargs(config),
+                              "jitter_scale": _jitter_scale(config), **model.kwargs}
     if model.backbone.subbackbone is not None or model.backbone.sub_arch is not None:
-        # CW "VITSF": the configured backbone is the SlowFast stream, the sub-backbone the ViT stream
-        kwargs["slowfast"] = backbone
-        kwargs["vit"] = model.backbone.sub_arch or DEFAULT_SUB_ARCH
-        kwargs["vit_kwargs"] = dict(model.backbone.sub_kwargs)
-        backbone = DUAL_STREAM
-    kwargs["backbone"] = backbone
-    kwargs["head"] = model.head.type
+        # the CW "VITSF" layout: backbone = the SlowFast stream, subbackbone = the ViT stream
+        kwargs.update(backbone=DUAL_STREAM, slowfast=arch, slowfast_kwargs=backbone_kwargs,
+                      vit=model.backbone.sub_arch or DEFAULT_SUB_ARCH, vit_kwargs=dict(model.backbone.sub_kwargs))
+    else:
+        kwargs.update(backbone=arch, backbone_kwargs=backbone_kwargs)
     return kwargs
 
 
 def build_model(config: Config) -> nn.Module:
     """The action model: ``forward(clips [B,3,T,H,W], boxes list[[N_i,4]]) -> logits [sum N_i, K]``."""
-    kwargs = model_kwargs(config)
-    if ":" in kwargs["backbone"]:
-        model = _import(kwargs.pop("backbone"))(num_classes=config.num_classes, **kwargs)
-    else:
-        from stad.models import build_action_model
+    from stad.models import build_action_model
 
-        model = build_action_model(num_classes=config.num_classes, **kwargs)
+    model = build_action_model(num_classes=config.num_classes, **model_kwargs(config))
+    width = config.model.head.kwargs.get("width")
+    in_channels = sum(model.backbone.out_channels)
+    if width is not None and int(width) != in_channels:
+        raise ConfigError(f"model.head.kwargs.width is {width} but the backbone gives {in_channels} channels")
     if not config.model.backbone.learnable:
-        backbone = getattr(model, "backbone", None)
-        for param in (backbone.parameters() if backbone is not None else ()):
+        for param in model.backbone.parameters():
             param.requires_grad_(False)
     return model
 
 
-def _checkpoint_filters() -> tuple[Callable, ...]:
-    """The model package's official-layout filters (ACAR SlowFast, VideoMAE...), if it provides them."""
-    try:
-        from stad.models import checkpoints
-    except ImportError:
-        return ()
-    return tuple(getattr(checkpoints, "ENGINE_FILTERS", ()))
-
-
 def _read_weights(spec: PathSpec) -> dict:
+    """The state dict of ``spec.path`` after ACAR's optional key edits (state_dict_key, prefixes)."""
     state = ckpt.read_checkpoint(spec.path)
     if spec.state_dict_key:
         state = state[spec.state_dict_key]
-    elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    elif isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    state = ckpt.strip_prefix(state)
     if spec.delete_prefix:
         state = {k: v for k, v in state.items() if not k.startswith(spec.delete_prefix)}
     if spec.replace_prefix is not None:
@@ -95,42 +94,69 @@ def _read_weights(spec: PathSpec) -> dict:
     return state
 
 
-def load_weights(model: nn.Module, state_dict: dict, strict: bool = True) -> list[str]:
-    """Load a full-model state dict, trying the model's official-layout filters on mismatch."""
-    return ckpt.load_model_weights(model, state_dict, strict=strict, filters=_checkpoint_filters())
+def load_weights(model: nn.Module, checkpoint: dict, strict: bool = True) -> list[str]:
+    """Load a whole-model checkpoint: ours, or ACAR-Net's AVA layout via the model's filter."""
+    from stad.models.checkpoints import filter_acar_detector, unwrap_checkpoint
+
+    state = unwrap_checkpoint(checkpoint, ("state_dict", "model"))
+    return ckpt.load_model_weights(model, state, strict=strict,
+                                   filters=(lambda sd: filter_acar_detector({"state_dict": sd}),))
 
 
-def _load_part(module: nn.Module | None, spec: PathSpec, what: str, logger: logging.Logger) -> None:
-    if module is None:
-        raise ConfigError(f"{what}: the model has no such part to load {spec.path} into")
-    missing = ckpt.load_model_weights(module, _read_weights(spec), strict=False, filters=_checkpoint_filters())
-    logger.info("loaded %s from %s (%d keys left at init)", what, spec.path, len(missing))
+def _load_stream(module: nn.Module, state: dict, what: str, path: str, logger: logging.Logger) -> None:
+    result = ckpt.unwrap(module).load_state_dict(state, strict=False)
+    loaded = len(state) - len(result.unexpected_keys)
+    if loaded == 0:
+        raise RuntimeError(f"{what}: no key of {path} matches the model (e.g. {sorted(state)[:3]})")
+    logger.info("%s: loaded %d tensors from %s (%d model keys left at init, %d file keys unused)", what, loaded,
+                path, len(result.missing_keys), len(result.unexpected_keys))
 
 
 def load_initial_weights(model: nn.Module, config: Config, logger: logging.Logger) -> None:
-    """Pretrained weights named in the config (backbone, ViT sub-backbone, whole model)."""
+    """Pretrained weights named in the config, through the model's official-layout filters.
+
+    ``model.backbone.pretrain``: ACAR-Net SlowFast (Kinetics) -> the SlowFast stream;
+    ``model.backbone.subbackbone``: VideoMAE/VideoMAEv2 -> the ViT stream; ``pretrain``: a whole model.
+    """
+    from stad.models.checkpoints import filter_acar_slowfast, filter_videomae
+
     backbone = config.model.backbone
+    streams = model.backbone
     if backbone.pretrain is not None:
-        part = getattr(model, "slowfast", None) or getattr(model, "backbone", None)
-        _load_part(part, backbone.pretrain, "model.backbone.pretrain", logger)
+        slowfast = getattr(streams, "slowfast", streams)
+        state = filter_acar_slowfast(_read_weights(backbone.pretrain))
+        _load_stream(slowfast, state, "model.backbone.pretrain", backbone.pretrain.path, logger)
     if backbone.subbackbone is not None:
-        _load_part(getattr(model, "vit", None), backbone.subbackbone, "model.backbone.subbackbone", logger)
+        vit = getattr(streams, "vit", None)
+        if vit is None:
+            raise ConfigError("model.backbone.subbackbone: the model has no ViT stream")
+        state = filter_videomae(_read_weights(backbone.subbackbone), vit)
+        _load_stream(vit, state, "model.backbone.subbackbone", backbone.subbackbone.path, logger)
     if config.pretrain is not None:
         missing = load_weights(model, _read_weights(config.pretrain), strict=False)
-        logger.info("loaded pretrain %s (%d keys left at init)", config.pretrain.path, len(missing))
+        logger.info("pretrain: loaded %s (%d keys left at init)", config.pretrain.path, len(missing))
 
 
 # --------------------------------------------------------------------------- loss
 
 
-def build_criterion(config: Config) -> tuple[Callable, Callable]:
-    """(criterion(logits, targets) -> mean loss, activation(logits) -> scores) from ``loss``."""
-    from stad.models import losses
+def build_criterion(config: Config) -> tuple[nn.Module, Callable]:
+    """(criterion(logits, targets) -> mean loss, activation(logits) -> scores) from ``loss``.
 
-    factory = getattr(losses, config.loss.type, None)
-    if factory is None:
-        raise ConfigError(f"loss.type: unknown loss {config.loss.type!r}")
-    return factory(**config.loss.kwargs)
+    ACAR's ``ava_criterion(pose_softmax)`` maps to the models' pose-softmax or sigmoid BCE; the
+    models' own names ('bce', 'pose_softmax') are accepted too.
+    """
+    from stad.models.losses import build_loss
+
+    kwargs = dict(config.loss.kwargs)
+    name = config.loss.type
+    if name == "ava_criterion":
+        name = "pose_softmax" if kwargs.pop("pose_softmax", False) else "bce"
+    try:
+        criterion = build_loss(name, **kwargs)
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"loss: {err}") from None
+    return criterion, criterion.activation
 
 
 # --------------------------------------------------------------------------- data
@@ -159,7 +185,7 @@ def build_dataset(config: Config, split: TrainConfig | ValConfig, train: bool) -
     clip_len, stride = temporal_sampling(split.augmentation)
     return ClipDataset(split.annotation_path, frames_root=split.root_path, video_root=split.video_root,
                        clip_len=clip_len, frame_stride=stride, transform=build_transform(split.augmentation, train),
-                       num_classes=config.num_classes)
+                       num_classes=config.num_classes, min_score=split.min_score)
 
 
 def collate(samples: list) -> Any:

@@ -27,6 +27,28 @@ def checkpoint_path(result_path: str | Path, epoch: int) -> Path:
     return checkpoint_dir(result_path) / f"ckpt_{epoch}.pth"
 
 
+def last_checkpoint_path(result_path: str | Path) -> Path:
+    """``checkpoints/last.pth``: always the newest epoch (a hard link), a stable path for eval configs."""
+    return checkpoint_dir(result_path) / "last.pth"
+
+
+def link_last(path: str | Path) -> Path:
+    """Point ``last.pth`` next to ``path`` at it, atomically (hard link, copy if links are unsupported)."""
+    import os
+    import shutil
+
+    path = Path(path)
+    last = path.parent / "last.pth"
+    tmp = path.parent / f".last.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, last)
+    return last
+
+
 def latest_checkpoint(result_path: str | Path) -> Path | None:
     """The checkpoint with the highest epoch under ``result_path/checkpoints``, if any."""
     folder = checkpoint_dir(result_path)
@@ -98,7 +120,7 @@ def strip_prefix(state_dict: dict, prefix: str = "module.") -> dict:
 
 
 def load_model_weights(model: torch.nn.Module, state_dict: dict, *, strict: bool = True,
-                       filters: tuple[Callable[[dict, torch.nn.Module], dict], ...] = ()) -> list[str]:
+                       filters: tuple[Callable[[dict], dict], ...] = ()) -> list[str]:
     """Load ``state_dict`` into ``model``; if it does not match, try each filter (official layouts).
 
     Returns the missing keys (empty when strict). A strict mismatch that no filter fixes raises with
@@ -108,7 +130,7 @@ def load_model_weights(model: torch.nn.Module, state_dict: dict, *, strict: bool
     candidates = [strip_prefix(state_dict)]
     for fn in filters:
         try:
-            candidates.append(fn(candidates[0], model))
+            candidates.append(fn(candidates[0]))
         except (KeyError, ValueError, RuntimeError):
             continue  # this filter is for another layout
     own = set(model.state_dict())

@@ -82,11 +82,17 @@ def _set_threads(spec: LaunchSpec) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_worker(ctx_factory: Callable[[], Any], spec: LaunchSpec, fn: WorkerFn, args: tuple) -> None:
+def _run_worker(ctx_factory: Callable[[], Any], spec: LaunchSpec, fn: WorkerFn, args: tuple,
+                error_file: str | None = None) -> None:
     _set_threads(spec)
-    ctx = ctx_factory()
     try:
+        ctx = ctx_factory()
         fn(ctx, *args)
+    except BaseException:
+        # record the traceback before tearing down the group: peers fail as soon as it goes
+        if error_file is not None:
+            Path(error_file).write_text(traceback.format_exc(), encoding="utf-8")
+        raise
     finally:
         distributed.destroy()
 
@@ -99,9 +105,8 @@ def _spawned_worker(local_rank: int, spec: LaunchSpec, fn: WorkerFn, args: tuple
     backend = spec.backend or distributed.default_backend()
     try:
         _run_worker(lambda: distributed.init_process_group(rank, spec.world_size, local_rank, backend,
-                                                           spec.timeout_s), spec, fn, args)
+                                                           spec.timeout_s), spec, fn, args, error_file)
     except BaseException:
-        Path(error_file).write_text(traceback.format_exc(), encoding="utf-8")
         sys.exit(1)
 
 

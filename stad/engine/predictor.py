@@ -84,7 +84,8 @@ def predict_shard(model: nn.Module, loader: Any, indices: Sequence[int], activat
         counts = [len(b) for b in batch.boxes]
         if scores.shape != (sum(counts), num_classes):
             raise RuntimeError(f"model returned scores {scores.shape}, expected ({sum(counts)}, {num_classes})")
-        boxes = [b.detach().cpu().float().reshape(-1, 4) for b in batch.boxes]
+        # write the boxes as given in the annotation, not as transformed into the clip
+        boxes = [b.detach().cpu().float().reshape(-1, 4) for b in getattr(batch, "orig_boxes", batch.boxes)]
         parts.append(Predictions(
             sample_index=np.repeat(np.asarray(batch_indices, np.int64), counts),
             videos=tuple(str(key[0]) for key, n in zip(batch.keys, counts) for _ in range(n)),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,12 @@ def _prepare(ctx: DistContext, config: Config) -> Session:
     model = builders.build_model(config).to(ctx.device)
     builders.load_initial_weights(model, config, logger)
     if ctx.distributed:
-        model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                                        broadcast_buffers=False,
-                                        find_unused_parameters=config.dist.find_unused_parameters)
+        with warnings.catch_warnings():  # torch>=2.14 deprecates broadcast_buffers; same meaning here
+            warnings.simplefilter("ignore", FutureWarning)
+            # buffers are not synced each step (ACAR-Net): BatchNorm is frozen or per-rank
+            model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                            else None, broadcast_buffers=False,
+                                            find_unused_parameters=config.dist.find_unused_parameters)
     criterion, activation = builders.build_criterion(config)
     writer = ScalarWriter(config.result_path, ctx.is_main)
     return Session(ctx, config, logger, writer, model, criterion, activation)
@@ -174,6 +178,7 @@ def train(session: Session, resume: bool) -> None:
             saved = ckpt.save_checkpoint(ckpt.checkpoint_path(config.result_path, epoch), epoch=epoch,
                                          model=session.model, optimizer=optimizer, scheduler=schedule,
                                          scaler=scaler, config=config_to_dict(config))
+            ckpt.link_last(saved)
             session.logger.info("saved %s", saved)
         barrier(ctx)
         if config.val is not None and epoch % train_cfg.val_freq == 0:

@@ -1,0 +1,68 @@
+"""Merging per-rank predictions: DistributedSampler padding dropped, nothing lost, dataset order."""
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DistributedSampler
+
+from stad.engine.predictor import Predictions, Shard, iter_keyframes, merge_shards, write_predictions_csv
+from stad.structures import LabelMap
+
+K = 3
+# dataset: sample i has (i % 3) boxes (sample 0 and 3 have none)
+N_SAMPLES = 7
+
+
+def _shard(indices):
+    rows = []
+    for occ, i in enumerate(indices):
+        for b in range(i % 3):
+            rows.append((i, occ, b))
+    idx = np.array([r[0] for r in rows], np.int64)
+    return Shard(Predictions(
+        sample_index=idx,
+        videos=tuple(f"v{r[0]}" for r in rows),
+        timestamps=idx + 900,
+        boxes=np.array([[0.1 * r[2], 0, 0.5, 0.5] for r in rows], np.float32).reshape(-1, 4),
+        scores=np.array([[r[0] / 10, r[2] / 10, 0.5] for r in rows], np.float32).reshape(-1, K),
+        occurrence=np.array([r[1] for r in rows], np.int64)), np.asarray(indices, np.int64))
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 8])
+def test_merge_drops_padding_and_is_world_size_independent(world):
+    ds = list(range(N_SAMPLES))
+    shards = [_shard(list(DistributedSampler(ds, num_replicas=world, rank=r, shuffle=False))) for r in range(world)]
+    assert sum(len(s.covered) for s in shards) >= N_SAMPLES  # padded
+    merged = merge_shards(shards, N_SAMPLES, K)
+    expected = merge_shards([_shard(ds)], N_SAMPLES, K)
+    assert merged.sample_index.tolist() == expected.sample_index.tolist()
+    assert len(merged) == sum(i % 3 for i in ds)
+    np.testing.assert_array_equal(merged.scores, expected.scores)
+    np.testing.assert_array_equal(merged.boxes, expected.boxes)
+
+
+def test_merge_raises_when_a_sample_is_lost():
+    shards = [_shard([0, 1, 2]), _shard([4, 5, 6])]
+    with pytest.raises(RuntimeError, match="1 samples were scored by no rank"):
+        merge_shards(shards, N_SAMPLES, K)
+
+
+def test_iter_keyframes_and_csv(tmp_path):
+    merged = merge_shards([_shard(list(range(N_SAMPLES)))], N_SAMPLES, K)
+    frames = list(iter_keyframes(merged))
+    assert [(v, t, len(b)) for v, t, b, _ in frames] == [("v1", 901, 1), ("v2", 902, 2), ("v4", 904, 1),
+                                                          ("v5", 905, 2)]
+    labels = LabelMap((1, 5, 9), ("a", "b", "c"))
+    rows = write_predictions_csv(tmp_path / "p.csv", merged, labels)
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows == len(lines) == len(merged) * K
+    assert lines[0] == "v1,0901,0.000,0.000,0.500,0.500,1,0.1000"
+    assert lines[2] == "v1,0901,0.000,0.000,0.500,0.500,9,0.5000"
+
+
+def test_empty_predictions(tmp_path):
+    merged = merge_shards([_shard([0, 1])], 2, K)  # sample 0 has no boxes
+    assert len(merged) == 1
+    empty = Predictions.concatenate([], K)
+    assert len(empty) == 0 and list(iter_keyframes(empty)) == []
+    assert write_predictions_csv(tmp_path / "e.csv", empty, LabelMap((1, 2, 3), ("a", "b", "c"))) == 0
+    assert (tmp_path / "e.csv").read_text() == ""
