@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from stad.models.heads import ACARHead, LinearHead, acar_per_clip_reference
+from stad.models.neck import RoIBatch, RoINeck
+
+
+def _boxes(counts, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n in counts:
+        xy = torch.rand(n, 2, generator=g) * 0.6
+        wh = torch.rand(n, 2, generator=g) * 0.35 + 0.05
+        out.append(torch.cat([xy, xy + wh], 1))
+    return out
+
+
+def _head(**kw):
+    torch.manual_seed(0)
+    args = dict(reduce_dim=24, hidden_dim=16, depth=2)
+    args.update(kw)
+    return ACARHead(20, 7, **args).eval()
+
+
+@pytest.mark.parametrize("counts", [(3, 0, 1, 5), (1,), (2, 2), (0, 4, 0)])
+@pytest.mark.parametrize("variant", [dict(), dict(depth=1, mlp_1x1=True), dict(downsample="none", depth=3)])
+def test_batched_acar_head_equals_per_clip_loop(counts, variant):
+    head = _head(**variant)
+    feats = torch.randn(len(counts), 20, 10, 12)
+    rois = RoINeck().eval()(_boxes(counts))
+    with torch.no_grad():
+        batched = head(feats, rois)
+        loop = acar_per_clip_reference(head, feats, rois)
+    assert batched.shape == (sum(counts), 7)
+    assert torch.allclose(batched, loop, atol=1e-5, rtol=1e-5), (batched - loop).abs().max()
+
+
+def test_batched_head_gradients_equal_loop_gradients():
+    head = _head()
+    feats = torch.randn(3, 20, 9, 9, requires_grad=True)
+    rois = RoINeck().eval()(_boxes((2, 0, 3)))
+    grads = []
+    for fn in (head, lambda f, r: acar_per_clip_reference(head, f, r)):
+        head.zero_grad()
+        feats.grad = None
+        (fn(feats, rois) ** 2).sum().backward()
+        grads.append([feats.grad.clone()] + [p.grad.clone() for p in head.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert all(g.abs().sum() > 0 for g in grads[0])
+
+
+def test_relations_stay_within_a_clip():
+    """A box in clip 1 must not change the logits of clip 0 (attention is per clip)."""
+    head = _head()
+    feats = torch.randn(2, 20, 8, 8)
+    base = _boxes((2, 1))
+    with torch.no_grad():
+        a = head(feats, RoINeck()(base))
+        b = head(feats, RoINeck()([base[0], torch.cat([base[1], _boxes((1,), seed=5)[0]])]))
+    assert torch.allclose(a[:2], b[:2], atol=1e-6)
+    # ...but another box in the SAME clip does change them (HR2O mixes actors of a clip)
+    with torch.no_grad():
+        c = head(feats, RoINeck()([torch.cat([base[0], _boxes((1,), seed=5)[0]]), base[1]]))
+    assert not torch.allclose(a[:2], c[:2], atol=1e-4)
+
+
+@pytest.mark.parametrize("head_cls", [ACARHead, LinearHead])
+def test_heads_without_boxes_return_empty_logits_connected_to_params(head_cls):
+    head = head_cls(20, 4) if head_cls is LinearHead else _head()
+    rois = RoINeck()([torch.zeros(0, 4), torch.zeros(0, 4)], reference=torch.zeros(1))
+    out = head(torch.randn(2, 20, 6, 6), rois)
+    assert out.shape == (0, head.num_classes)
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() == 0 for p in head.parameters())
+
+
+def test_single_box_clip_attention_is_identity_on_values():
+    """With one actor the softmax over actors is 1: relation == conv_v(x)."""
+    head = _head(depth=1)
+    layer = head.hr2o[0]
+    x = torch.randn(1, 16, 4, 4)
+    from stad.models.heads.acar import PaddedLayout
+    with torch.no_grad():
+        out = layer(x, PaddedLayout((1,), x.device))
+        expected = x + layer.dp(layer.conv(torch.relu(layer.norm(layer.conv_v(x)))))
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_roi_batch_and_neck_jitter():
+    neck = RoINeck(jitter_scale=0.1)
+    boxes = _boxes((3, 0, 2))
+    neck.eval()
+    r = neck(boxes)
+    assert isinstance(r, RoIBatch) and r.counts == (3, 0, 2) and r.rois.shape == (5, 5)
+    assert r.clip_index.tolist() == [0, 0, 0, 2, 2]
+    assert torch.equal(r.rois[:, 1:], torch.cat(boxes))
+    neck.train()
+    torch.manual_seed(0)
+    j = neck(boxes).rois[:, 1:]
+    assert not torch.allclose(j, torch.cat(boxes))
+    assert (j >= 0).all() and (j <= 1).all() and (j[:, 2:] > j[:, :2]).all()
+    size = torch.cat(boxes)[:, 2:] - torch.cat(boxes)[:, :2]
+    assert ((j - torch.cat(boxes)).abs() <= 0.1 * size.repeat(1, 2) + 1e-6).all()
+    with pytest.raises(ValueError, match=r"boxes\[1\]"):
+        neck([boxes[0], torch.zeros(2, 3)])
