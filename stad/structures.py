@@ -70,6 +70,11 @@ class Boxes:
         """Pixel xyxy ``[N, 4]`` float32 for a frame of ``width`` x ``height``."""
         return self.xyxy * np.array([width, height, width, height], np.float32)
 
+    def equals(self, other: "Boxes") -> bool:
+        """Exact equality of coordinates, scores and ids (``==`` on arrays is ambiguous)."""
+        return (isinstance(other, Boxes) and np.array_equal(self.xyxy, other.xyxy)
+                and np.array_equal(self.scores, other.scores) and np.array_equal(self.ids, other.ids))
+
     def is_valid(self) -> np.ndarray:
         """Mask ``[N]`` of boxes inside [0, 1] with x1 <= x2 and y1 <= y2."""
         b = self.xyxy
@@ -119,6 +124,12 @@ class Keyframe:
     @property
     def key(self) -> KeyframeKey:
         return (self.video, int(self.timestamp))
+
+    def equals(self, other: "Keyframe") -> bool:
+        """Exact equality of every field (boxes compared with `Boxes.equals`)."""
+        same = ("video", "timestamp", "labels", "mid_frame", "start_frame", "n_frames", "format_str", "frame_rate")
+        return (isinstance(other, Keyframe) and all(getattr(self, f) == getattr(other, f) for f in same)
+                and self.boxes.equals(other.boxes))
 
     def multi_hot(self, num_classes: int) -> np.ndarray:
         """Targets ``[N, num_classes]`` float32 built from ``labels``."""

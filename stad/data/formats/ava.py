@@ -50,8 +50,17 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 
 def _parse(path: Path, line: int, name: str, text: str, kind: type) -> object:
+    """``kind(text)``; integers may be written ``902``, ``0902`` or ``902.0`` (not ``902.5``)."""
     try:
-        return kind(text) if kind is not int else int(float(text)) if "." in text else int(text)
+        if kind is int:
+            value = float(text)
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        value = kind(text)
+        if kind is float and not np.isfinite(value):
+            raise ValueError
+        return value
     except ValueError:
         raise FormatError(path, line, name, f"{text!r} is not a valid {kind.__name__}") from None
 
@@ -129,12 +138,18 @@ def keyframe_for(key: KeyframeKey, boxes: Boxes, labels: Sequence[Sequence[int]]
                     frame_rate=convention.fps)
 
 
-def _fmt(value: float, decimals: int) -> str:
+def _fmt(value: float, decimals: int | None) -> str:
+    """``decimals`` digits, or (None) the shortest text that reads back as the same float32, >= 3 digits."""
+    if decimals is None:
+        return np.format_float_positional(np.float32(value), unique=True, min_digits=3, trim="k")
     return f"{value:.{decimals}f}"
 
 
-def format_gt_rows(keyframes: Iterable[Keyframe], labelmap: LabelMap, decimals: int = 3) -> list[str]:
+def format_gt_rows(keyframes: Iterable[Keyframe], labelmap: LabelMap, decimals: int | None = None) -> list[str]:
     """CSV lines (no newline) ``video,%04d,x1,y1,x2,y2,action_id,person_id``, one per (box, action).
+
+    ``decimals=None`` writes each coordinate losslessly (shortest float32 text, at least 3 decimals);
+    ``decimals=3`` mimics the official files.
 
     Boxes without labels cannot be expressed in an AVA GT CSV and produce no row.
     """
@@ -147,7 +162,8 @@ def format_gt_rows(keyframes: Iterable[Keyframe], labelmap: LabelMap, decimals: 
     return lines
 
 
-def write_gt_csv(path: str | Path, keyframes: Iterable[Keyframe], labelmap: LabelMap, decimals: int = 3) -> int:
+def write_gt_csv(path: str | Path, keyframes: Iterable[Keyframe], labelmap: LabelMap,
+                 decimals: int | None = None) -> int:
     """Write an AVA GT CSV atomically; returns the number of rows."""
     lines = format_gt_rows(keyframes, labelmap, decimals)
     with atomic_open(path, "w", encoding="utf-8", newline="\n") as handle:
@@ -162,6 +178,8 @@ def format_prediction_rows(video: str, timestamp: int, boxes: np.ndarray, scores
     ``top_k`` keeps only the k best-scoring rows of this keyframe (the scorer keeps 50 anyway).
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        return []
     scores = np.asarray(scores, np.float64).reshape(len(boxes), -1)
     if scores.shape[1] != len(labelmap):
         raise ValueError(f"scores have {scores.shape[1]} classes but the label map has {len(labelmap)}")
