@@ -276,9 +276,11 @@ def build_untrained_detector(path: str | Path, names: Mapping[int, str], cfg: st
                 torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
         head = model.model[-1]
         with torch.no_grad():
-            for branch in head.cv3:  # class-logit convs of the Detect head
+            person = resolve_person_class(names)
+            for branch in head.cv3:  # class-logit convs of the Detect head; person wins the per-box argmax
                 branch[-1].weight.mul_(100.0)
-                branch[-1].bias.fill_(-2.0)
+                branch[-1].bias.fill_(-4.0)
+                branch[-1].bias[person] = -1.0
             for branch in head.cv2:  # box-distribution convs: peak at 2-3 strides per side -> valid boxes
                 branch[-1].weight.normal_(0.0, 0.01)
                 branch[-1].bias.zero_()
