@@ -1,0 +1,94 @@
+"""Frame extraction CLI (ffmpeg from imageio-ffmpeg) and video == frames for the same clip."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from stad.data import frames as fx
+from stad.data.dataset import ClipDataset
+from stad.data.formats import acar_pkl
+from stad.data.toy import generate
+from stad.data.transforms import default_transform
+from stad.data.video import FrameFolderSource, FrameReadError, VideoFileSource
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy")
+    generate(out, seed=0, size="tiny", workers=1, progress=False)
+    return out
+
+
+def test_extract_layout_marker_and_resume(toy, tmp_path):
+    out = tmp_path / "frames"
+    done = fx.extract_all(toy / "videos", out, fx.ExtractOptions(fps=30), workers=2, progress=False)
+    assert sorted(done) == ["toy_train_000", "toy_train_001", "toy_val_000", "toy_val_001"]
+    assert set(done.values()) == {90}
+    names = sorted(p.name for p in (out / "toy_val_000").glob("*.jpg"))
+    assert names[0] == "toy_val_000_000001.jpg" and names[-1] == "toy_val_000_000090.jpg"
+    assert not list(out.glob(".*partial"))
+    assert fx.extract_all(toy / "videos", out, fx.ExtractOptions(fps=30), progress=False) == {}  # resumed: all done
+    (out / "toy_val_000" / fx.MARKER).unlink()  # an interrupted video is redone
+    assert fx.extract_all(toy / "videos", out, fx.ExtractOptions(fps=30), progress=False) == {"toy_val_000": 90}
+    half = fx.extract_all(toy / "videos", tmp_path / "half", fx.ExtractOptions(fps=15, height=120), progress=False)
+    assert set(half.values()) == {45}
+    assert FrameFolderSource(tmp_path / "half").frame_size("toy_val_000", "toy_val_000_%06d.jpg", 1) == (120, 160)
+
+
+def test_failed_video_is_named_and_others_finish(toy, tmp_path):
+    videos = tmp_path / "videos"
+    (videos / "sport").mkdir(parents=True)
+    shutil.copy(toy / "videos" / "toy_val_000.mp4", videos / "sport" / "clip_a.mp4")
+    (videos / "broken_clip.mp4").write_bytes(b"definitely not a video")
+    with pytest.raises(fx.FrameExtractionError, match=r"1 of 2 videos failed:\nvideo 'broken_clip'"):
+        fx.extract_all(videos, tmp_path / "out", progress=False)
+    assert len(list((tmp_path / "out" / "sport" / "clip_a").glob("clip_a_*.jpg"))) == 90  # nested id, basename files
+    assert fx.main([str(videos), str(tmp_path / "out")]) == 1
+    assert fx.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 1
+
+
+@pytest.fixture(scope="module")
+def one_video(toy, tmp_path_factory):
+    """toy_val_001 alone, extracted as PNG and as JPEG."""
+    root = tmp_path_factory.mktemp("one")
+    (root / "videos").mkdir()
+    shutil.copy(toy / "videos" / "toy_val_001.mp4", root / "videos")
+    fx.extract_all(root / "videos", root / "png", fx.ExtractOptions(ext="png"), progress=False)
+    fx.extract_all(root / "videos", root / "jpg", fx.ExtractOptions(), progress=False)
+    return root
+
+
+def test_png_frames_equal_pyav_decoding_exactly(one_video):
+    """Same decoder (libavcodec) and colour conversion: lossless PNG frames == PyAV frames, bit for bit."""
+    video, folder = VideoFileSource(one_video / "videos"), FrameFolderSource(one_video / "png")
+    idx = [1, 2, 31, 61, 90]
+    assert np.array_equal(video.read("toy_val_001", "", idx), folder.read("toy_val_001", "toy_val_001_%06d.png", idx))
+    assert video.num_frames("toy_val_001") == 90 and video.frame_size("toy_val_001") == (240, 320)
+    with pytest.raises(FrameReadError, match="no video file for 'nope'"):
+        video.read("nope", "", [1])
+    with pytest.raises(FrameReadError, match=r"frames \[91\] not found"):
+        video.read("toy_val_001", "", [89, 90, 91])
+
+
+def test_dataset_clip_from_video_equals_clip_from_frames(toy, one_video, tmp_path):
+    """The ClipDataset gives the same clip for the same keyframe from the mp4 and from extracted frames:
+    exactly with PNG frames; within JPEG error (mean < 2.5 grey levels) with JPEG frames (-q:v 2)."""
+    kfs, labelmap = acar_pkl.read_acar_pkl(toy / "annotations" / "val.pkl")
+    kfs = [kf for kf in kfs if kf.video == "toy_val_001"]
+    ann = tmp_path / "val_jpg.pkl"
+    acar_pkl.write_acar_pkl(ann, kfs, labelmap)
+    png_ann = tmp_path / "val_png.pkl"
+    acar_pkl.write_acar_pkl(png_ann, [type(kf)(kf.video, kf.timestamp, kf.boxes, kf.labels, kf.mid_frame, kf.start_frame,
+                                               kf.n_frames, kf.format_str.replace(".jpg", ".png"), kf.frame_rate)
+                                      for kf in kfs], labelmap)
+    kwargs = dict(clip_len=8, frame_stride=4, transform=default_transform(120))
+    from_video = ClipDataset(ann, video_root=one_video / "videos", **kwargs)
+    from_png = ClipDataset(png_ann, frames_root=one_video / "png", **kwargs)
+    from_jpg = ClipDataset(ann, frames_root=one_video / "jpg", fast_decode=False, **kwargs)
+    assert len(from_video) == 2
+    for i in range(len(from_video)):
+        v = from_video[i]
+        assert torch.equal(v.clip, from_png[i].clip) and torch.equal(v.boxes, from_png[i].boxes)
+        err = (v.clip - from_jpg[i].clip).abs().mean() * 0.225 * 255
+        assert err < 2.5, err
