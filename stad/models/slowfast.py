@@ -197,6 +197,5 @@ def slowfast_r101(**kwargs) -> SlowFast:
 @register_model(kind="backbone")
 def slowfast_tiny(**kwargs) -> SlowFast:
     """Tiny SlowFast (width 8, beta 1/4, one block per stage) for CPU tests and the toy demo."""
-    defaults = dict(width=8, beta=0.25, alpha=4, tau=8, fuse_only_conv=False, fuse_kernel_size=5,
-                    zero_init_residual=True)
+    defaults = dict(width=8, beta=0.25, alpha=4, tau=8, fuse_only_conv=False, fuse_kernel_size=5)
     return SlowFast((1, 1, 1, 1), **{**defaults, **kwargs})

@@ -104,3 +104,8 @@ def test_roi_batch_and_neck_jitter():
     assert ((j - torch.cat(boxes)).abs() <= 0.1 * size.repeat(1, 2) + 1e-6).all()
     with pytest.raises(ValueError, match=r"boxes\[1\]"):
         neck([boxes[0], torch.zeros(2, 3)])
+
+
+def test_acar_head_rejects_too_small_maps():
+    with pytest.raises(ValueError, match="at least 3x3"):
+        _head()(torch.randn(1, 20, 2, 5), RoINeck()(_boxes((1,))))

@@ -150,6 +150,9 @@ class ACARHead(nn.Module):
         if len(rois) == 0:
             # Keep the graph connected to every parameter: all-zero loss, zero gradients.
             return feature_map.new_zeros(0, self.num_classes) + 0.0 * sum(p.sum() for p in self.parameters())
+        if min(feature_map.shape[-2:]) < 3:
+            raise ValueError(f"ACAR head needs a feature map of at least 3x3 (its conv2 is a valid 3x3 conv), "
+                             f"got {tuple(feature_map.shape[-2:])}: feed larger clips")
         feats = self.conv_reduce(feature_map)  # [B, R, H, W]
         actor = roi_features(feats, rois.rois, self.roi_size)  # [N, R]
         reduce_dim = feats.shape[1]
