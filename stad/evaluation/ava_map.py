@@ -86,10 +86,7 @@ def _group_by_key(rows: BoxRows) -> _Grouped:
     packed = rows.video_code.astype(np.int64) * (1 << 40) + (rows.timestamp - rows.timestamp.min()
                                                             if len(rows) else rows.timestamp)
     codes, uniques = pd.factorize(packed, sort=False)
-    counts = np.bincount(codes, minlength=len(uniques)).astype(np.int64)
-    offsets = np.zeros(len(uniques) + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    order = np.argsort(codes, kind="stable").astype(np.int64)
+    offsets, order = kernels.stable_group(codes.astype(np.int64, copy=False), len(uniques))
     first = order[offsets[:-1]]
     keys = list(zip(rows.video_names[rows.video_code[first]].tolist(), rows.timestamp[first].tolist()))
     return _Grouped(keys, offsets, order)
@@ -138,11 +135,11 @@ class _Prepared:
                  ignore_keys_without_gt: bool) -> None:
         self.labelmap = labelmap
         self.diagnostics: dict[str, object] = {}
-        whitelist = np.asarray(sorted(labelmap.ids), np.int64)
         gt_all_keys = self._all_keys(gt)
-        gt = gt.take(np.isin(gt.action_id, whitelist))
-        self.diagnostics["detections_outside_labelmap"] = self._count_unknown(det, whitelist)
-        det = det.take(np.isin(det.action_id, whitelist))
+        gt = gt.take(self._in_labelmap(gt.action_id))
+        det_known = self._in_labelmap(det.action_id)
+        self.diagnostics["detections_outside_labelmap"] = self._count_unknown(det.action_id[~det_known])
+        det = det.take(det_known)
         self.gt, self.det = gt, det
 
         gt_group = _group_by_key(gt)
@@ -169,9 +166,14 @@ class _Prepared:
         keys = set(zip(rows.video_names[rows.video_code].tolist(), rows.timestamp.tolist())) if len(rows) else set()
         return keys | set(rows.empty_keys)
 
+    def _in_labelmap(self, action_id: np.ndarray) -> np.ndarray:
+        """Mask of rows whose class id is in the label map (a lookup table, not a sort)."""
+        table = np.zeros(max(self.labelmap.ids) + 2, bool)
+        table[list(self.labelmap.ids)] = True
+        return table[np.clip(action_id, 0, len(table) - 1)]
+
     @staticmethod
-    def _count_unknown(det: BoxRows, whitelist: np.ndarray) -> dict[str, int]:
-        unknown = det.action_id[~np.isin(det.action_id, whitelist)]
+    def _count_unknown(unknown: np.ndarray) -> dict[str, int]:
         ids, counts = np.unique(unknown, return_counts=True)
         return {str(i): int(c) for i, c in zip(ids, counts)}
 
@@ -208,8 +210,7 @@ class _Prepared:
         valid = self.valid[selected]
         selected, is_tp = selected[valid], is_tp[valid]
         classes = self.det.action_id[selected] - 1
-        order = np.argsort(classes, kind="stable")
-        bounds = np.searchsorted(classes[order], np.arange(len(self.num_gt) + 1))
+        bounds, order = kernels.stable_group(classes, len(self.num_gt))
         scores = self.det.score[selected][order]
         is_tp = is_tp[order]
         ap = np.full(len(self.num_gt), np.nan)

@@ -52,7 +52,9 @@ class BoxRows:
         return len(self.action_id)
 
     def take(self, mask: np.ndarray) -> "BoxRows":
-        """Rows where ``mask`` is true, in file order."""
+        """Rows where ``mask`` is true, in file order (``self`` when nothing is dropped)."""
+        if mask.all():
+            return self
         return BoxRows(self.path, self.video_names, self.video_code[mask], self.timestamp[mask],
                        self.x1[mask], self.y1[mask], self.x2[mask], self.y2[mask],
                        self.action_id[mask], self.score[mask], self.empty_keys)
@@ -90,11 +92,10 @@ def _empty_rows(path: Path) -> BoxRows:
 def _read_fast(path: Path, ncols: int) -> BoxRows | None:
     """pyarrow parse; None when the file needs the careful reader (errors, odd values)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     names = list(FIELDS[:ncols])
-    types = {"video_id": pa.dictionary(pa.int32(), pa.string()), "timestamp": pa.string(),
+    types = {"video_id": pa.dictionary(pa.int32(), pa.string()), "timestamp": pa.int64(),
              "action_id": pa.int64()}
     types.update({name: pa.float64() for name in ("x1", "y1", "x2", "y2", "score")})
     try:
@@ -109,10 +110,7 @@ def _read_fast(path: Path, ncols: int) -> BoxRows | None:
         return None
     if any(table.column(n).null_count for n in names):
         return None
-    try:
-        timestamp = pc.cast(table.column("timestamp"), pa.int64()).to_numpy()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+    timestamp = table.column("timestamp").to_numpy()
     video = table.column("video_id").unify_dictionaries().combine_chunks()
     columns = {n: table.column(n).to_numpy() for n in names[2:]}
     score = columns.get("score", np.ones(len(timestamp), np.float64))

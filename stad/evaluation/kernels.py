@@ -169,3 +169,19 @@ def claim_true_positives(out_offsets, selected, target, n_gt_rows):
                 claimed[g] = True
                 is_tp[p] = True
     return is_tp
+
+
+@njit(cache=True)
+def stable_group(codes, n_groups):
+    """Counting sort: ``(offsets [G+1], order [N])`` grouping indices by ``codes``, stable."""
+    counts = np.zeros(n_groups + 1, np.int64)
+    for c in codes:
+        counts[c + 1] += 1
+    offsets = np.cumsum(counts)
+    cursor = offsets[:-1].copy()
+    order = np.empty(len(codes), np.int64)
+    for i in range(len(codes)):
+        c = codes[i]
+        order[cursor[c]] = i
+        cursor[c] += 1
+    return offsets, order
