@@ -55,6 +55,10 @@ SCRIPT = textwrap.dedent(r'''
     n_fast = len(detector.detect([image])[0])
     summary = train(root / "data.yaml", "yolov8n.yaml", epochs=1, imgsz=64, batch=4, device="cpu", workers=0,
                     project=tmp / "runs", name="offline", width=0.0625, depth=0.33, out=tmp / "trained.pt")
+    # fine-tuning an existing .pt (the path for official COCO weights) is offline too
+    train(root / "data.yaml", str(tmp / "coco.pt"), epochs=1, imgsz=64, batch=4, device="cpu", workers=0,
+          project=tmp / "runs", name="finetune", out=tmp / "finetuned.pt")
+    assert PersonDetector(tmp / "finetuned.pt", imgsz=64).names == {0: "person"}
     trained = PersonDetector(tmp / "trained.pt", imgsz=64)
     print(json.dumps({"attempts": attempts, "n_ref": n_ref, "n_fast": n_fast, "out": summary["out"],
                       "names": trained.names, "metrics": sorted(summary["metrics"])}))
