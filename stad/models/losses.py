@@ -110,3 +110,13 @@ def build_loss(name: str = "bce", **kwargs) -> nn.Module:
     if name not in losses:
         raise KeyError(f"unknown loss {name!r}; choose from {sorted(losses)}")
     return losses[name](**kwargs)
+
+
+def sigmoid_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Functional form of :class:`SigmoidBCELoss` (no class weights)."""
+    return SigmoidBCELoss()(logits, targets)
+
+
+def pose_softmax_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Functional form of :class:`ExclusiveSoftmaxBCELoss` with AVA's 13 pose classes."""
+    return ExclusiveSoftmaxBCELoss(AVA_POSE_INDICES).to(logits.device)(logits, targets)

@@ -1,0 +1,161 @@
+"""Model benchmarks (CPU; CUDA too when available): backbone forward time per clip + peak memory,
+and the batched ACAR head vs ACAR-Net's per-clip loop.
+
+    .venv/bin/python bench/bench_models.py                 # everything, appends to bench/RESULTS.md
+    .venv/bin/python bench/bench_models.py --only head     # just the head comparison
+    .venv/bin/python bench/bench_models.py --no-append     # print only
+
+Each backbone runs in its own subprocess so that its peak RSS (ru_maxrss) is its own.
+Reference sizes: SlowFast 32 x 256^2 input (fast 32 frames, slow 8 with alpha 4),
+ViT 16 x 224^2; head: 8 clips x 5 boxes on slow 2048x8x16x16 + fast 256x32x16x16 features.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BACKBONES = {  # name: (clip shape [B, 3, T, H, W], model kwargs)
+    "slowfast_tiny": ((1, 3, 16, 160, 160), {}),
+    "vit_tiny": ((1, 3, 16, 160, 160), {}),
+    "slowfast_r50": ((1, 3, 32, 256, 256), {}),
+    "slowfast_r101": ((1, 3, 32, 256, 256), {}),
+    "vit_base": ((1, 3, 16, 224, 224), {}),
+}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_backbone(name: str, iters: int, threads: int) -> dict:
+    import torch
+
+    from stad.models import create_model
+
+    torch.set_num_threads(threads)
+    shape, kwargs = BACKBONES[name]
+    model = create_model(name, **kwargs).eval()
+    clip = torch.randn(shape)
+    base_rss = _peak_rss_mb()
+    times = []
+    with torch.inference_mode():
+        for _ in range(iters):
+            start = time.perf_counter()
+            outputs = model(clip)
+            times.append(time.perf_counter() - start)
+    result = {"name": name, "input": list(shape), "outputs": [list(o.shape) for o in outputs],
+              "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+              "cpu_s_per_clip": min(times) / shape[0], "cpu_s_first": times[0],
+              "peak_rss_mb": _peak_rss_mb(), "rss_increase_mb": _peak_rss_mb() - base_rss}
+    if torch.cuda.is_available():
+        model, clip = model.cuda(), clip.cuda()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.inference_mode():
+            model(clip)
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(clip)
+            torch.cuda.synchronize()
+        result.update(cuda_s_per_clip=(time.perf_counter() - start) / shape[0],
+                      cuda_peak_mb=torch.cuda.max_memory_allocated() / 2**20)
+    return result
+
+
+def run_head(threads: int, repeats: int = 3) -> list[dict]:
+    import torch
+
+    from stad.models.fusion import TemporalPoolFusion
+    from stad.models.heads import ACARHead, acar_per_clip_reference
+    from stad.models.neck import RoINeck
+
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    fused = TemporalPoolFusion()([torch.randn(8, 2048, 8, 16, 16, generator=gen),
+                                  torch.randn(8, 256, 32, 16, 16, generator=gen)])
+    boxes = [torch.cat([torch.rand(5, 2, generator=gen) * 0.5, torch.rand(5, 2, generator=gen) * 0.4 + 0.55], 1)
+             for _ in range(8)]
+    rois = RoINeck().eval()(boxes)
+    rows = []
+    for label, kwargs in [("R50 config (HR2O depth 2, 3x3)", dict(depth=2)),
+                          ("R101 config (HR2O depth 1, 1x1 mlp)", dict(depth=1, mlp_1x1=True))]:
+        head = ACARHead(2304, 60, **kwargs).eval()
+        timings = {"batched": [], "loop": []}
+        with torch.inference_mode():
+            diff = (head(fused, rois) - acar_per_clip_reference(head, fused, rois)).abs().max().item()
+            for _ in range(repeats):  # interleaved so both see the same machine load
+                for key, fn in (("batched", head), ("loop", lambda f, r: acar_per_clip_reference(head, f, r))):
+                    start = time.perf_counter()
+                    fn(fused, rois)
+                    timings[key].append(time.perf_counter() - start)
+        best = {k: min(v) for k, v in timings.items()}
+        rows.append({"config": label, "batched_s": best["batched"], "loop_s": best["loop"],
+                     "speedup": best["loop"] / best["batched"], "max_abs_diff": diff,
+                     "all_batched_s": timings["batched"], "all_loop_s": timings["loop"]})
+    return rows
+
+
+def format_section(backbones: list[dict], heads: list[dict], threads: int, iters: int) -> str:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"\n## bench_models (stad/models) — {now}\n",
+             f"Command: `.venv/bin/python bench/bench_models.py` — machine: {os.cpu_count()}-core CPU "
+             f"({platform.processor() or platform.machine()}), shared with other jobs; torch threads = {threads}; "
+             f"no GPU here (the script adds CUDA columns when one is present).\n"]
+    if backbones:
+        lines += [f"Backbone forward, batch 1, best of {iters} (inference mode); peak RSS of the process:\n",
+                  "| backbone | input [B,3,T,H,W] | outputs | params (M) | CPU s/clip | peak RSS (MB) |",
+                  "|---|---|---|---|---|---|"]
+        for r in backbones:
+            lines.append(f"| {r['name']} | {r['input']} | {r['outputs']} | {r['params_M']:.1f} | "
+                         f"{r['cpu_s_per_clip']:.2f} | {r['peak_rss_mb']:.0f} |")
+    if heads:
+        lines += ["\nACAR head, 8 clips x 5 boxes, fused 2304x16x16 map (slow 2048x8x16x16 + fast 256x32x16x16), "
+                  "best of 3 interleaved runs:\n",
+                  "| head config | batched (s) | per-clip loop (s) | speed-up | max abs diff |", "|---|---|---|---|---|"]
+        for r in heads:
+            lines.append(f"| {r['config']} | {r['batched_s']:.3f} | {r['loop_s']:.3f} | {r['speedup']:.2f}x | "
+                         f"{r['max_abs_diff']:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["backbones", "head"], default=None)
+    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-append", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one backbone, print JSON
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_backbone(args.one, args.iters, args.threads)))
+        return
+    backbones, heads = [], []
+    if args.only in (None, "backbones"):
+        for name in BACKBONES:
+            out = subprocess.run([sys.executable, __file__, "--one", name, "--iters", str(args.iters),
+                                  "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+            backbones.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(backbones[-1], flush=True)
+    if args.only in (None, "head"):
+        heads = run_head(args.threads)
+        for row in heads:
+            print(row, flush=True)
+    section = format_section(backbones, heads, args.threads, args.iters)
+    print(section)
+    if not args.no_append:
+        with open(ROOT / "bench" / "RESULTS.md", "a") as f:
+            f.write(section)
+
+
+if __name__ == "__main__":
+    main()
