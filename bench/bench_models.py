@@ -112,12 +112,13 @@ def format_section(backbones: list[dict], heads: list[dict], threads: int, iters
              f"({platform.processor() or platform.machine()}), shared with other jobs; torch threads = {threads}; "
              f"no GPU here (the script adds CUDA columns when one is present).\n"]
     if backbones:
-        lines += [f"Backbone forward, batch 1, best of {iters} (inference mode); peak RSS of the process:\n",
-                  "| backbone | input [B,3,T,H,W] | outputs | params (M) | CPU s/clip | peak RSS (MB) |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"Backbone forward, batch 1, best of {iters} (inference mode); peak RSS of the process "
+                  "(≈0.7 GB is torch itself) and its growth during the forward passes:\n",
+                  "| backbone | input [B,3,T,H,W] | outputs | params (M) | CPU s/clip | peak RSS (MB) | RSS added by forward (MB) |",
+                  "|---|---|---|---|---|---|---|"]
         for r in backbones:
             lines.append(f"| {r['name']} | {r['input']} | {r['outputs']} | {r['params_M']:.1f} | "
-                         f"{r['cpu_s_per_clip']:.2f} | {r['peak_rss_mb']:.0f} |")
+                         f"{r['cpu_s_per_clip']:.2f} | {r['peak_rss_mb']:.0f} | {r['rss_increase_mb']:.0f} |")
     if heads:
         lines += ["\nACAR head, 8 clips x 5 boxes, fused 2304x16x16 map (slow 2048x8x16x16 + fast 256x32x16x16), "
                   "best of 3 interleaved runs:\n",

@@ -88,3 +88,12 @@ def test_registry_presets_and_errors():
 def test_tiny_detector_is_small():
     model = create_model("acar_vitsf_tiny")
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
+
+
+@pytest.mark.parametrize("name", [n for n in list_models("detector") if not n.endswith("_tiny")])
+def test_every_big_detector_preset_builds_on_meta(name):
+    with torch.device("meta"):
+        model = create_model(name, num_classes=80)
+    assert isinstance(model, ActionDetector) and model.num_classes == 80
+    first = next(m for m in model.head.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    assert first.weight.shape[1] == sum(model.backbone.out_channels)

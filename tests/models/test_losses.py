@@ -63,3 +63,10 @@ def test_bad_inputs():
         ExclusiveSoftmaxBCELoss()(torch.zeros(2, 10), torch.zeros(2, 10))
     with pytest.raises(KeyError):
         build_loss("focal")
+
+
+def test_functional_forms():
+    from stad.models.losses import pose_softmax_bce, sigmoid_bce
+    logits, targets = _data(k=60)
+    assert torch.allclose(sigmoid_bce(logits, targets), F.binary_cross_entropy_with_logits(logits, targets))
+    assert torch.allclose(pose_softmax_bce(logits, targets), _acar_pose_softmax_criterion(logits, targets), atol=1e-5)
