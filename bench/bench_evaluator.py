@@ -56,7 +56,7 @@ def generate(out: Path, videos: int, keyframes: int, seed: int = 0) -> dict[str,
     n_keys = videos * keyframes
     key_video = np.repeat(np.arange(videos), keyframes)
     key_time = np.tile(np.arange(902, 902 + keyframes), videos)
-    persons = rng.integers(1, 5, n_keys)
+    persons = rng.integers(1, 6, n_keys)
     # GT persons: random boxes; 1-3 actions each (pose class + others, ids from the 80-class list)
     p_key = np.repeat(np.arange(n_keys), persons)
     xy = rng.uniform(0, 0.6, (len(p_key), 2))
@@ -69,7 +69,7 @@ def generate(out: Path, videos: int, keyframes: int, seed: int = 0) -> dict[str,
     _write_rows(paths["gt"], [vids[key_video[g_key]], key_time[g_key], *gt_boxes[g_person].T, g_action,
                               g_person % 50], ["", "%04d", "%.3f", "%.3f", "%.3f", "%.3f", "%d", "%d"])
     # detections: jittered GT persons plus false boxes, ~5 per key, 60 classes each
-    d_per_key = np.maximum(persons + rng.integers(-1, 3, n_keys), 1)
+    d_per_key = persons + rng.integers(1, 4, n_keys)
     d_key = np.repeat(np.arange(n_keys), d_per_key)
     start = np.repeat(np.cumsum(persons) - persons, d_per_key)
     local = np.arange(len(d_key)) - np.repeat(np.cumsum(d_per_key) - d_per_key, d_per_key)
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--official-dir", help="checkout of ACAR-Net (for calc_mAP.py); skipped if absent")
     parser.add_argument("--videos", type=int, default=64)
     parser.add_argument("--keyframes", type=int, default=897)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "evaluator"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "evaluator_v2"))
     args = parser.parse_args()
     paths = {k: str(v) for k, v in generate(Path(args.out) / f"{args.videos}x{args.keyframes}", args.videos,
                                              args.keyframes).items()}

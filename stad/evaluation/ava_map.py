@@ -72,11 +72,14 @@ class EvaluationResult:
 
 @dataclass(frozen=True)
 class _Grouped:
-    """Rows grouped by keyframe key (keys in first-appearance order, rows in file order)."""
+    """Rows grouped by keyframe key (keys in first-appearance order, rows in file order), with
+    each row's tuple rank and score rank inside its key (see `kernels.rank_within_keys`)."""
 
     keys: list[tuple[str, int]]
     offsets: np.ndarray
     rows: np.ndarray
+    tuple_rank: np.ndarray
+    score_rank: np.ndarray
 
 
 def _group_by_key(rows: BoxRows) -> _Grouped:
@@ -89,7 +92,9 @@ def _group_by_key(rows: BoxRows) -> _Grouped:
     offsets, order = kernels.stable_group(codes.astype(np.int64, copy=False), len(uniques))
     first = order[offsets[:-1]]
     keys = list(zip(rows.video_names[rows.video_code[first]].tolist(), rows.timestamp[first].tolist()))
-    return _Grouped(keys, offsets, order)
+    tuple_rank, score_rank = kernels.rank_within_keys(offsets, order, rows.score, rows.action_id,
+                                                      rows.y1, rows.x1, rows.y2, rows.x2)
+    return _Grouped(keys, offsets, order, tuple_rank, score_rank)
 
 
 def _output_offsets(group: _Grouped, capacity: int) -> np.ndarray:
@@ -101,10 +106,10 @@ def _output_offsets(group: _Grouped, capacity: int) -> np.ndarray:
     return out
 
 
-def _select(rows: BoxRows, group: _Grouped, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+def _select(group: _Grouped, capacity: int) -> tuple[np.ndarray, np.ndarray]:
     offsets = _output_offsets(group, capacity)
-    selected = kernels.select_rows(group.offsets, group.rows, capacity, rows.score, rows.action_id,
-                                   rows.y1, rows.x1, rows.y2, rows.x2, offsets)
+    selected = kernels.select_rows(group.offsets, group.rows, capacity, group.tuple_rank, group.score_rank,
+                                   offsets)
     return selected, offsets
 
 
@@ -144,7 +149,7 @@ class _Prepared:
 
         gt_group = _group_by_key(gt)
         gt_keep = np.array([k not in excluded for k in gt_group.keys], bool)
-        gt_order, gt_offsets = _select(gt, gt_group, 0)
+        gt_order, gt_offsets = _select(gt_group, 0)
         self.num_gt = self._count_gt(gt, gt_order, gt_offsets, gt_keep)
         gt_index = {k: i for i, k in enumerate(gt_group.keys) if gt_keep[i]}
 
@@ -189,7 +194,8 @@ class _Prepared:
         offsets = np.zeros(len(counts) + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
         rows = group.rows[np.repeat(keep, np.diff(group.offsets))]
-        return _Grouped([k for k, kept in zip(group.keys, keep) if kept], offsets, rows)
+        return _Grouped([k for k, kept in zip(group.keys, keep) if kept], offsets, rows,
+                        group.tuple_rank, group.score_rank)
 
     @staticmethod
     def _key_diagnostics(det_keys, keep, gt_keys, excluded) -> dict[str, object]:
@@ -205,7 +211,7 @@ class _Prepared:
         }
 
     def evaluate(self, capacity: int) -> CapacityResult:
-        selected, offsets = _select(self.det, self.det_group, capacity)
+        selected, offsets = _select(self.det_group, capacity)
         is_tp = kernels.claim_true_positives(offsets, selected, self.target, self.n_gt_rows)
         valid = self.valid[selected]
         selected, is_tp = selected[valid], is_tp[valid]

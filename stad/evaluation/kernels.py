@@ -30,12 +30,12 @@ def _tuple_less(i, j, score, action, y1, x1, y2, x2):
 
 
 @njit(cache=True)
-def _sift_down(heap, start, pos, score, action, y1, x1, y2, x2):
+def _sift_down(heap, start, pos, rank):
     item = heap[pos]
     while pos > start:
         parent_pos = (pos - 1) >> 1
         parent = heap[parent_pos]
-        if _tuple_less(item, parent, score, action, y1, x1, y2, x2):
+        if rank[item] < rank[parent]:
             heap[pos] = parent
             pos = parent_pos
             continue
@@ -44,61 +44,119 @@ def _sift_down(heap, start, pos, score, action, y1, x1, y2, x2):
 
 
 @njit(cache=True)
-def _sift_up(heap, size, pos, score, action, y1, x1, y2, x2):
+def _sift_up(heap, size, pos, rank):
     start = pos
     item = heap[pos]
     child = 2 * pos + 1
     while child < size:
         right = child + 1
-        if right < size and not _tuple_less(heap[child], heap[right], score, action, y1, x1, y2, x2):
+        if right < size and not rank[heap[child]] < rank[heap[right]]:
             child = right
         heap[pos] = heap[child]
         pos = child
         child = 2 * pos + 1
     heap[pos] = item
-    _sift_down(heap, start, pos, score, action, y1, x1, y2, x2)
+    _sift_down(heap, start, pos, rank)
 
 
 @njit(cache=True)
-def _stable_sort_desc(heap, size, score, out):
+def _stable_sort_desc(heap, size, score_rank, out):
     """``sorted(heap, key=-score)`` (stable) written to ``out[:size]``."""
     if size <= 64:
         for i in range(size):
             item = heap[i]
             j = i
-            while j > 0 and score[out[j - 1]] < score[item]:
+            while j > 0 and score_rank[out[j - 1]] < score_rank[item]:
                 out[j] = out[j - 1]
                 j -= 1
             out[j] = item
     else:
-        order = np.argsort(-score[heap[:size]], kind="mergesort")
+        order = np.argsort(-score_rank[heap[:size]], kind="mergesort")
         for i in range(size):
             out[i] = heap[order[i]]
 
 
 @njit(cache=True)
-def _select_one_key(rows, capacity, score, action, y1, x1, y2, x2, heap):
+def _select_one_key(rows, capacity, tuple_rank, score_rank, heap):
     """Replay the capacity heap over ``rows`` (file order); returns the heap size."""
     size = 0
     for r in rows:
         if capacity < 1 or size < capacity:
             heap[size] = r
-            _sift_down(heap, 0, size, score, action, y1, x1, y2, x2)
+            _sift_down(heap, 0, size, tuple_rank)
             size += 1
-        elif score[r] > score[heap[0]]:
+        elif score_rank[r] > score_rank[heap[0]]:
             heap[0] = r
-            _sift_up(heap, size, 0, score, action, y1, x1, y2, x2)
+            _sift_up(heap, size, 0, tuple_rank)
     return size
 
 
+@njit(cache=True)
+def _merge_sort_rows(rows, score, action, y1, x1, y2, x2):
+    """Stable merge sort of ``rows`` by the tuple order (bottom-up, no recursion)."""
+    a = rows.copy()
+    b = np.empty_like(a)
+    n = len(a)
+    width = 1
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            i, j, k = lo, mid, lo
+            while i < mid and j < hi:
+                if _tuple_less(a[j], a[i], score, action, y1, x1, y2, x2):
+                    b[k] = a[j]
+                    j += 1
+                else:
+                    b[k] = a[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                b[k] = a[i]
+                i += 1
+                k += 1
+            while j < hi:
+                b[k] = a[j]
+                j += 1
+                k += 1
+        a, b = b, a
+        width *= 2
+    return a
+
+
 @njit(cache=True, parallel=True)
-def select_rows(key_offsets, rows_by_key, capacity, score, action, y1, x1, y2, x2, out_offsets):
+def rank_within_keys(key_offsets, rows_by_key, score, action, y1, x1, y2, x2):
+    """Per-row ranks inside its key: of the whole ``(score, action, y1, x1, y2, x2)`` tuple and
+    of the score alone (equal values share a rank). Comparing ranks is comparing Python tuples,
+    so the heap replay for every capacity touches one int array instead of six."""
+    tuple_rank = np.empty(len(score), np.int32)
+    score_rank = np.empty(len(score), np.int32)
+    for k in prange(len(key_offsets) - 1):
+        ordered = _merge_sort_rows(rows_by_key[key_offsets[k]:key_offsets[k + 1]], score, action, y1, x1, y2, x2)
+        t_rank = 0
+        s_rank = 0
+        for p in range(len(ordered)):
+            r = ordered[p]
+            if p > 0:
+                q = ordered[p - 1]
+                if _tuple_less(q, r, score, action, y1, x1, y2, x2):
+                    t_rank += 1
+                if score[q] != score[r]:
+                    s_rank += 1
+            tuple_rank[r] = t_rank
+            score_rank[r] = s_rank
+    return tuple_rank, score_rank
+
+
+@njit(cache=True, parallel=True)
+def select_rows(key_offsets, rows_by_key, capacity, tuple_rank, score_rank, out_offsets):
     """Rows kept per key, in the order the official evaluator hands them on.
 
     Args:
         key_offsets: int64 ``[K+1]``; key k owns ``rows_by_key[key_offsets[k]:key_offsets[k+1]]``.
         rows_by_key: int64 ``[N]`` row indices grouped by key, file order inside a key.
         capacity: rows kept per key (< 1: all).
+        tuple_rank, score_rank: int32 ``[N]`` from `rank_within_keys`.
         out_offsets: int64 ``[K+1]``; cumulative ``min(n_k, capacity)``.
     Returns:
         int64 ``[out_offsets[-1]]`` selected row indices, key by key, descending score.
@@ -107,8 +165,8 @@ def select_rows(key_offsets, rows_by_key, capacity, score, action, y1, x1, y2, x
     for k in prange(len(key_offsets) - 1):
         rows = rows_by_key[key_offsets[k]:key_offsets[k + 1]]
         heap = np.empty(out_offsets[k + 1] - out_offsets[k], np.int64)
-        size = _select_one_key(rows, capacity, score, action, y1, x1, y2, x2, heap)
-        _stable_sort_desc(heap, size, score, out[out_offsets[k]:out_offsets[k] + size])
+        size = _select_one_key(rows, capacity, tuple_rank, score_rank, heap)
+        _stable_sort_desc(heap, size, score_rank, out[out_offsets[k]:out_offsets[k] + size])
     return out
 
 
