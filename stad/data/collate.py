@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from stad.data.dataset import ClipSample
+from stad.data.transforms import Normalization  # noqa: F401  (type of ClipBatch.norm)
 
 
 def _move(value: object, device: torch.device | str, non_blocking: bool) -> object:
@@ -22,17 +23,20 @@ class ClipBatch:
     """B clips and their boxes.
 
     Attributes:
-        clips: float ``[B, 3, T, H, W]`` normalised RGB.
-        boxes: per clip ``[N_i, 4]`` normalised xyxy in the (transformed) clip frame.
+        pixels: the clips as stored: RGB ``uint8 [B, 3, T, H, W]`` awaiting ``norm`` (or float).
+        boxes: per clip ``[N_i, 4]`` normalised xyxy in the (transformed, padded) clip frame.
         targets: per clip multi-hot ``[N_i, K]`` float.
         box_scores: per clip detector scores ``[N_i]`` (1 for ground truth).
         keys: ``(video, timestamp)`` per clip.
         person_ids: per clip ``[N_i]`` int64 (-1 unknown).
         orig_boxes: per clip ``[N_i, 4]`` normalised xyxy in the original frame (write these out).
         orig_sizes: ``(height, width)`` of each original video frame.
+        norm: normalisation still to apply to ``pixels`` (None: ``pixels`` is final).
+        clips (property): float ``[B, 3, T, H, W]`` normalised RGB, computed on first access on
+            ``pixels``' device - after ``.to(device)`` the uint8 batch is moved and normalised there.
     """
 
-    clips: torch.Tensor
+    pixels: torch.Tensor
     boxes: list[torch.Tensor]
     targets: list[torch.Tensor]
     box_scores: list[torch.Tensor]
@@ -40,6 +44,17 @@ class ClipBatch:
     person_ids: list[torch.Tensor]
     orig_boxes: list[torch.Tensor]
     orig_sizes: list[tuple[int, int]]
+    norm: Normalization | None = None
+
+    @property
+    def clips(self) -> torch.Tensor:
+        if self.norm is None:
+            return self.pixels
+        cached = self.__dict__.get("_clips")
+        if cached is None:
+            cached = self.norm.apply(self.pixels)
+            object.__setattr__(self, "_clips", cached)
+        return cached
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -65,7 +80,7 @@ class ClipBatch:
 
     def boxes_pixels(self) -> list[torch.Tensor]:
         """Per clip boxes ``[N_i, 4]`` in pixels of the clip tensor (``x * W``, ``y * H``)."""
-        h, w = self.clips.shape[-2:]
+        h, w = self.pixels.shape[-2:]
         return [b * b.new_tensor([w, h, w, h]) for b in self.boxes]
 
     def flat_targets(self) -> torch.Tensor:
@@ -87,20 +102,23 @@ def collate_clips(samples: Sequence[ClipSample]) -> ClipBatch:
 
     Clips of different spatial size (videos of different aspect ratio after a short-side scale)
     are zero-padded at the bottom/right to the largest; their boxes are rescaled so they stay
-    normalised to the padded tensor (ACAR's ``pad_ratios``, folded into the boxes).
+    normalised to the padded tensor (ACAR's ``pad_ratios``, folded into the boxes). Padding is
+    done before normalisation: padded pixels are black.
     """
     if not samples:
         raise ValueError("collate_clips: empty batch")
-    if len({tuple(s.clip.shape[:2]) for s in samples}) != 1:
-        raise ValueError(f"collate_clips: clips differ in channels/length {[tuple(s.clip.shape) for s in samples]}")
-    height = max(s.clip.shape[-2] for s in samples)
-    width = max(s.clip.shape[-1] for s in samples)
+    if len({(tuple(s.pixels.shape[:2]), s.pixels.dtype, s.norm) for s in samples}) != 1:
+        raise ValueError("collate_clips: clips differ in channels/length/dtype/normalisation: "
+                         f"{[(tuple(s.pixels.shape), s.pixels.dtype) for s in samples]}")
+    height = max(s.pixels.shape[-2] for s in samples)
+    width = max(s.pixels.shape[-1] for s in samples)
     boxes = []
     for s in samples:
-        h, w = s.clip.shape[-2:]
+        h, w = s.pixels.shape[-2:]
         boxes.append(s.boxes if (h, w) == (height, width) else s.boxes * s.boxes.new_tensor(
             [w / width, h / height, w / width, h / height]))
-    return ClipBatch(clips=torch.stack([_pad_to(s.clip, height, width) for s in samples]), boxes=boxes,
+    return ClipBatch(pixels=torch.stack([_pad_to(s.pixels, height, width) for s in samples]), boxes=boxes,
                      targets=[s.targets for s in samples], box_scores=[s.box_scores for s in samples],
                      keys=[s.key for s in samples], person_ids=[s.person_ids for s in samples],
-                     orig_boxes=[s.orig_boxes for s in samples], orig_sizes=[s.orig_size for s in samples])
+                     orig_boxes=[s.orig_boxes for s in samples], orig_sizes=[s.orig_size for s in samples],
+                     norm=samples[0].norm)

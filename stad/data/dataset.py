@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stad.data.formats.acar_pkl import read_acar_pkl
-from stad.data.transforms import Compose, ToTensor
+from stad.data.transforms import Compose, Normalization, ToTensor
 from stad.data.video import clip_indices, make_source
 from stad.structures import Keyframe, LabelMap
 
@@ -30,7 +30,7 @@ class ClipSample:
     """One keyframe's clip and boxes.
 
     Attributes:
-        clip: float ``[3, T, H, W]`` RGB after the transform (normalised if it says so).
+        pixels: the clip as stored: RGB ``uint8 [3, T, H, W]`` awaiting ``norm`` (or float, norm None).
         boxes: float ``[N, 4]`` normalised xyxy in the transformed clip.
         targets: float ``[N, K]`` multi-hot.
         box_scores: float ``[N]`` detector scores (1 for ground truth).
@@ -38,9 +38,11 @@ class ClipSample:
         person_ids: int64 ``[N]`` (-1 unknown).
         orig_size: ``(height, width)`` of the source frames.
         orig_boxes: float ``[N, 4]`` normalised xyxy in the source frame (for writing predictions).
+        norm: normalisation still to apply to ``pixels`` (None: ``pixels`` is final).
+        clip (property): float ``[3, T, H, W]`` normalised RGB.
     """
 
-    clip: torch.Tensor
+    pixels: torch.Tensor
     boxes: torch.Tensor
     targets: torch.Tensor
     box_scores: torch.Tensor
@@ -48,10 +50,22 @@ class ClipSample:
     person_ids: torch.Tensor
     orig_size: tuple[int, int]
     orig_boxes: torch.Tensor
+    norm: Normalization | None = None
+
+    @property
+    def clip(self) -> torch.Tensor:
+        """Float ``[3, T, H, W]`` (normalised on first access, then cached)."""
+        if self.norm is None:
+            return self.pixels
+        cached = self.__dict__.get("_clip")
+        if cached is None:
+            cached = self.norm.apply(self.pixels)
+            object.__setattr__(self, "_clip", cached)
+        return cached
 
     def boxes_pixels(self) -> torch.Tensor:
         """``[N, 4]`` boxes in pixels of ``clip``."""
-        h, w = self.clip.shape[-2:]
+        h, w = self.pixels.shape[-2:]
         return self.boxes * self.boxes.new_tensor([w, h, w, h])
 
 
@@ -80,6 +94,8 @@ class ClipDataset(Dataset):
         video_frame_offset: added to frame numbers when reading videos whose first frame is not
             frame 1 of the annotation's numbering (AVA frames cut at 900 s from full videos: 27000).
         cache_videos: with ``video_root``, keep this many fully decoded videos in memory (tiny sets).
+        cache_mb: with ``frames_root``, an LRU cache of decoded frames of about this size per worker
+            (0: off); multi-epoch training on small sets then decodes each frame once.
         fast_decode: decode JPEGs at 1/2, 1/4, 1/8 size when the transform downscales that much.
     """
 
@@ -87,7 +103,7 @@ class ClipDataset(Dataset):
                  video_root: str | Path | None = None, clip_len: int = 16, frame_stride: int = 2,
                  transform: Compose | None = None, num_classes: int | None = None, min_score: float = 0.0,
                  min_visible: float = 0.0, video_frame_offset: int = 0, cache_videos: int = 0,
-                 fast_decode: bool = True) -> None:
+                 cache_mb: float = 0.0, fast_decode: bool = True) -> None:
         keyframes, labelmap = read_acar_pkl(annotation_path, num_classes)
         self.annotation_path = Path(annotation_path)
         self.labelmap: LabelMap = labelmap
@@ -96,7 +112,7 @@ class ClipDataset(Dataset):
             log.warning("%s: idx_to_class has %d classes but num_classes=%d", annotation_path, len(labelmap),
                         self.num_classes)
         self.keyframes = [_filter_scores(kf, min_score) for kf in keyframes]
-        self.source = make_source(frames_root, video_root, cache_videos)
+        self.source = make_source(frames_root, video_root, cache_videos, cache_mb)
         self.from_video = frames_root is None
         self.clip_len, self.frame_stride = int(clip_len), int(frame_stride)
         self.transform = transform if transform is not None else Compose((ToTensor(255.0),))
@@ -131,12 +147,13 @@ class ClipDataset(Dataset):
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
         recipe = self.transform.sample(height, width, rng)
         reduction = recipe.geometry.decode_reduction() if self.fast_decode and not self.from_video else 1
-        pixels = self.source.read(kf.video, kf.format_str, frames, reduction)
-        clip = recipe.render(pixels)
+        pixels = self.source.read(kf.video, kf.format_str, frames, reduction, recipe.geometry.resize)
+        clip = recipe.render_uint8(pixels)
         boxes = recipe.map_boxes(kf.boxes.xyxy)
         keep = self._visible(kf, recipe)
         targets = kf.multi_hot(self.num_classes)
-        return ClipSample(clip=clip, boxes=torch.from_numpy(boxes[keep]), targets=torch.from_numpy(targets[keep]),
+        return ClipSample(pixels=clip, norm=recipe.normalization, boxes=torch.from_numpy(boxes[keep]),
+                          targets=torch.from_numpy(targets[keep]),
                           box_scores=torch.from_numpy(kf.boxes.scores[keep].copy()), key=kf.key,
                           person_ids=torch.from_numpy(kf.boxes.ids[keep].copy()), orig_size=(int(height), int(width)),
                           orig_boxes=torch.from_numpy(kf.boxes.xyxy[keep].copy()))

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
+
+from stad.data.video import resize_frame
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,21 @@ class ColorParams:
 
 
 @dataclass(frozen=True)
+class Normalization:
+    """``(x / norm_value - mean) / std`` per RGB channel, for uint8 or float pixels ``[..., 3, T, H, W]``."""
+
+    norm_value: float = 255.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def apply(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Float32 normalised copy on ``pixels``' device."""
+        scale = torch.tensor([1.0 / (self.norm_value * s) for s in self.std], device=pixels.device)
+        shift = torch.tensor([m / s for m, s in zip(self.mean, self.std)], device=pixels.device)
+        return pixels.float().mul_(scale.view(3, 1, 1, 1)).sub_(shift.view(3, 1, 1, 1))
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything drawn for one clip: geometry, colour and normalisation."""
 
@@ -95,26 +111,35 @@ class Recipe:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(self.norm_value, self.mean, self.std)
+
     def map_boxes(self, boxes: np.ndarray) -> np.ndarray:
         return self.geometry.map_boxes(boxes)
 
-    def render(self, frames_bgr: np.ndarray) -> torch.Tensor:
-        """BGR ``uint8 [T, h, w, 3]`` (full or reduced decode of the source) -> RGB float ``[3, T, H, W]``."""
-        pixels = torch.from_numpy(np.ascontiguousarray(render_geometry(frames_bgr, self.geometry)))
-        clip = pixels.permute(3, 0, 1, 2)[[2, 1, 0]].float()  # [3, T, H, W] RGB
+    def render_uint8(self, frames_bgr: np.ndarray) -> torch.Tensor:
+        """BGR ``uint8 [T, h, w, 3]`` (source frames, maybe reduced) -> RGB ``uint8 [3, T, H, W]``.
+
+        Geometry and colour are applied; normalisation is left to `normalization` so batches can
+        travel (from workers, to the GPU) as uint8, 4x smaller than float.
+        """
+        pixels = render_geometry(frames_bgr, self.geometry)  # [T, H, W, 3] BGR
+        clip = torch.from_numpy(np.ascontiguousarray(pixels[..., ::-1].transpose(3, 0, 1, 2)))  # RGB
         if not self.color.is_identity:
-            clip = apply_color(clip, self.color, self.norm_value)
-        scale = torch.tensor([1.0 / (self.norm_value * s) for s in self.std]).view(3, 1, 1, 1)
-        shift = torch.tensor([m / s for m, s in zip(self.mean, self.std)]).view(3, 1, 1, 1)
-        return clip.mul_(scale).sub_(shift)
+            clip = apply_color(clip.float(), self.color, 255.0).round_().to(torch.uint8)
+        return clip
+
+    def render(self, frames_bgr: np.ndarray) -> torch.Tensor:
+        """Like `render_uint8`, then normalised: float ``[3, T, H, W]``."""
+        return self.normalization.apply(self.render_uint8(frames_bgr))
 
 
 def render_geometry(frames: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Apply the plan to a BGR stack ``[T, h, w, 3]`` -> ``[T, out_h, out_w, 3]`` uint8."""
     rw, rh = geometry.resize
     if frames.shape[2] != rw or frames.shape[1] != rh:
-        interp = cv2.INTER_AREA if frames.shape[2] > 2 * rw else cv2.INTER_LINEAR
-        frames = np.stack([cv2.resize(f, (rw, rh), interpolation=interp) for f in frames])
+        frames = np.stack([resize_frame(f, (rw, rh)) for f in frames])
     (ow, oh), x0, y0 = geometry.out, geometry.x0, geometry.y0
     if x0 != 0 or y0 != 0 or ow != rw or oh != rh:
         pad = ((0, 0), (max(0, -y0), max(0, y0 + oh - rh)), (max(0, -x0), max(0, x0 + ow - rw)), (0, 0))

@@ -24,6 +24,14 @@ _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMR
                   8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
+def resize_frame(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """Resize to ``size = (width, height)`` (area filter when shrinking > 2x, else bilinear)."""
+    if size is None or (img.shape[1], img.shape[0]) == tuple(size):
+        return img
+    interp = cv2.INTER_AREA if img.shape[1] > 2 * size[0] else cv2.INTER_LINEAR
+    return cv2.resize(img, tuple(size), interpolation=interp)
+
+
 class FrameReadError(RuntimeError):
     """A frame or video could not be read; the message names the file."""
 
@@ -48,12 +56,19 @@ def decode_jpeg_bytes(data: bytes | np.ndarray, reduction: int = 1, source: str 
 
 
 class FrameFolderSource:
-    """Frames extracted to ``root/<video>/<format_str % n>``."""
+    """Frames extracted to ``root/<video>/<format_str % n>``.
 
-    def __init__(self, root: str | Path) -> None:
+    ``cache_mb > 0`` keeps decoded (and resized) frames in an LRU cache of about that many megabytes
+    per process: from the second epoch on, small datasets skip decoding and resizing.
+    """
+
+    def __init__(self, root: str | Path, cache_mb: float = 0.0) -> None:
         self.root = Path(root)
+        self._root = str(self.root)
         self._counts: dict[tuple[str, str], int] = {}
         self._sizes: dict[str, tuple[int, int]] = {}
+        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._cache_bytes, self.cache_bytes_max = 0, int(cache_mb * 2**20)
 
     def path(self, video: str, format_str: str, frame: int) -> Path:
         return self.root / video / (format_str % int(frame))
@@ -77,21 +92,49 @@ class FrameFolderSource:
     def frame_size(self, video: str, format_str: str, frame: int) -> tuple[int, int]:
         """(height, width) of the video's frames, read once from ``frame``."""
         if video not in self._sizes:
-            self._sizes[video] = self.read(video, format_str, [frame])[0].shape[:2]
+            path = f"{self._root}/{video}/{format_str % int(frame)}"
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                raise FrameReadError(f"{path}: frame {int(frame)} of video {video!r} is missing") from None
+            self._sizes[video] = decode_jpeg_bytes(data, 1, path).shape[:2]
         return self._sizes[video]
 
-    def read(self, video: str, format_str: str, frames: Sequence[int], reduction: int = 1) -> np.ndarray:
-        """BGR ``uint8 [T, H, W, 3]`` for frame numbers ``frames`` (each distinct file decoded once)."""
-        unique, inverse = np.unique(np.asarray(frames, np.int64), return_inverse=True)
-        decoded = []
-        for n in unique:
-            path = self.path(video, format_str, int(n))
-            try:
-                data = np.fromfile(path, np.uint8)
-            except OSError:
-                raise FrameReadError(f"{path}: frame {int(n)} of video {video!r} is missing") from None
-            decoded.append(decode_jpeg_bytes(data, reduction, str(path)))
-        return np.stack(decoded)[inverse]
+    def read(self, video: str, format_str: str, frames: Sequence[int], reduction: int = 1,
+             resize: tuple[int, int] | None = None) -> np.ndarray:
+        """BGR ``uint8 [T, H, W, 3]`` for frame numbers ``frames`` (each distinct file decoded once),
+        decoded at 1/``reduction`` and then resized to ``resize = (w, h)`` if given."""
+        frames = [int(n) for n in frames]
+        decoded: dict[int, np.ndarray] = {}
+        for n in frames:
+            if n not in decoded:
+                decoded[n] = self._decode(video, format_str, n, reduction, resize)
+        first = decoded[frames[0]]
+        out = np.empty((len(frames),) + first.shape, np.uint8)
+        for i, n in enumerate(frames):
+            out[i] = decoded[n]
+        return out
+
+    def _decode(self, video: str, format_str: str, frame: int, reduction: int,
+                resize: tuple[int, int] | None) -> np.ndarray:
+        key = (video, format_str, frame, reduction, resize)
+        if self.cache_bytes_max and key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        path = f"{self._root}/{video}/{format_str % frame}"
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError:
+            raise FrameReadError(f"{path}: frame {frame} of video {video!r} is missing") from None
+        img = resize_frame(decode_jpeg_bytes(data, reduction, path), resize)
+        if self.cache_bytes_max:
+            self._cache[key] = img
+            self._cache_bytes += img.nbytes
+            while self._cache_bytes > self.cache_bytes_max and len(self._cache) > 1:
+                self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
+        return img
 
 
 class VideoFileSource:
@@ -178,8 +221,9 @@ class VideoFileSource:
                 self._cache.popitem(last=False)
         return stack
 
-    def read(self, video: str, format_str: str, frames: Sequence[int], reduction: int = 1) -> np.ndarray:
-        """BGR ``uint8 [T, H, W, 3]`` for 1-based frame numbers (decoded in full, then reduced)."""
+    def read(self, video: str, format_str: str, frames: Sequence[int], reduction: int = 1,
+             resize: tuple[int, int] | None = None) -> np.ndarray:
+        """BGR ``uint8 [T, H, W, 3]`` for 1-based frame numbers (decoded in full, then reduced/resized)."""
         frames = np.asarray(frames, np.int64)
         if self.cache_videos:
             whole = self._whole(video)
@@ -191,18 +235,19 @@ class VideoFileSource:
                 raise FrameReadError(f"{self.video_path(video)}: frames {missing[:5]} not found "
                                      f"(video has {self.num_frames(video)} frames)")
             stack = np.stack([decoded[int(n)] for n in frames])
-        if reduction > 1:
+        if reduction > 1 and resize is None:
             h, w = stack.shape[1:3]
-            size = (-(-w // reduction), -(-h // reduction))
-            stack = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in stack])
+            resize = (-(-w // reduction), -(-h // reduction))
+        if resize is not None:
+            stack = np.stack([resize_frame(f, resize) for f in stack])
         return stack
 
 
-def make_source(frames_root: str | Path | None, video_root: str | Path | None, cache_videos: int = 0
-                ) -> FrameFolderSource | VideoFileSource:
+def make_source(frames_root: str | Path | None, video_root: str | Path | None, cache_videos: int = 0,
+                cache_mb: float = 0.0) -> FrameFolderSource | VideoFileSource:
     """Frame folders when ``frames_root`` is given, else video files under ``video_root``."""
     if frames_root:
-        return FrameFolderSource(frames_root)
+        return FrameFolderSource(frames_root, cache_mb)
     if video_root:
         return VideoFileSource(video_root, cache_videos)
     raise ValueError("give frames_root (extracted frames) or video_root (video files)")

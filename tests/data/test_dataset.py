@@ -128,3 +128,15 @@ def test_bad_labels_rejected(tmp_path, toy):
     (tmp_path / "bad.pkl").write_bytes(pickle.dumps(obj))
     with pytest.raises(ValueError, match=r"element 1: field 'labels\[0\].label': indices \[11\] outside \[0, 11\)"):
         ClipDataset(tmp_path / "bad.pkl", frames_root=toy / "frames")
+
+
+def test_decoded_frame_cache_gives_identical_clips(toy):
+    kwargs = dict(clip_len=8, frame_stride=2, transform=default_transform(112))
+    plain = ClipDataset(toy / "annotations" / "train.pkl", frames_root=toy / "frames", **kwargs)
+    cached = ClipDataset(toy / "annotations" / "train.pkl", frames_root=toy / "frames", cache_mb=1, **kwargs)
+    first = cached[0].clip
+    assert len(cached.source._cache) == 8 and 0 < cached.source._cache_bytes <= 2**20
+    assert torch.equal(first, cached[0].clip) and torch.equal(first, plain[0].clip)
+    for i in range(len(cached)):
+        cached[i]
+    assert cached.source._cache_bytes <= 2**20  # LRU keeps the budget
