@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -111,6 +112,7 @@ def _spawned_worker(local_rank: int, spec: LaunchSpec, fn: WorkerFn, args: tuple
 
 
 def _stop(procs: list[mp.process.BaseProcess], grace_s: float = 5.0) -> None:
+    procs = [p for p in procs if p.pid is not None]  # started ones
     for proc in procs:
         if proc.is_alive():
             proc.terminate()
@@ -158,6 +160,10 @@ def _supervise(procs: list[mp.process.BaseProcess], error_files: list[Path], ran
     return 0
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def launch(fn: WorkerFn, spec: LaunchSpec, args: tuple = ()) -> int:
     """Run ``fn(ctx, *args)`` on every rank of the job; returns the process exit code (0 = success).
 
@@ -175,6 +181,13 @@ def launch(fn: WorkerFn, spec: LaunchSpec, args: tuple = ()) -> int:
         error_files = [Path(tmp) / f"rank{i}.err" for i in range(spec.nproc_per_node)]
         procs = [context.Process(target=_spawned_worker, args=(i, spec, fn, args, str(error_files[i])),
                                  daemon=False) for i in range(spec.nproc_per_node)]
-        for proc in procs:
-            proc.start()
-        return _supervise(procs, error_files, spec.node_rank * spec.nproc_per_node)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill <launcher>` stops the workers too
+        try:
+            for proc in procs:
+                proc.start()
+            return _supervise(procs, error_files, spec.node_rank * spec.nproc_per_node)
+        except KeyboardInterrupt:  # while starting
+            _stop(procs)
+            return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)

@@ -1,5 +1,8 @@
 """Launcher: N gloo workers, failure propagation without hangs, port-in-use error."""
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,3 +69,28 @@ def test_bad_launch_arguments():
         LaunchSpec(nnodes=2, node_rank=2)
     with pytest.raises(LaunchError, match="gloo or nccl"):
         LaunchSpec(backend="mpi")
+
+
+def _sleep_forever(ctx, out_dir):
+    Path(out_dir, f"pid{ctx.rank}").write_text(str(os.getpid()))
+    time.sleep(300)
+
+
+def test_sigterm_to_launcher_stops_workers(tmp_path):
+    here = str(Path(__file__).parent)
+    script = (f"import sys; sys.path[:0] = {[here] + sys.path!r}\n"
+              "from stad.engine.launch import LaunchSpec, launch\n"
+              f"from {__name__} import _sleep_forever\n"
+              f"sys.exit(launch(_sleep_forever, LaunchSpec(nproc_per_node=2, master_port={_free_port()}, "
+              f"threads_per_worker=1), ({str(tmp_path)!r},)))\n")
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("pid*"))) < 2 and parent.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = [int(p.read_text()) for p in tmp_path.glob("pid*")]
+    assert len(pids) == 2
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=30) != 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
