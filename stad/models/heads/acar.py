@@ -153,6 +153,8 @@ class ACARHead(nn.Module):
         if min(feature_map.shape[-2:]) < 3:
             raise ValueError(f"ACAR head needs a feature map of at least 3x3 (its conv2 is a valid 3x3 conv), "
                              f"got {tuple(feature_map.shape[-2:])}: feed larger clips")
+        if self.channels_last:
+            feature_map = feature_map.contiguous(memory_format=torch.channels_last)
         feats = self.conv_reduce(feature_map)  # [B, R, H, W]
         actor = roi_features(feats, rois.rois, self.roi_size)  # [N, R]
         reduce_dim = feats.shape[1]
