@@ -316,22 +316,38 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, yaml_load(raw) if raw.strip() else None
 
 
+def _child(node: Any, part: str, where: str) -> Any:
+    """``node[part]`` for a mapping key or a list index; missing mapping keys become ``{}``."""
+    if isinstance(node, list):
+        if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+            raise ConfigError(f"--set: '{where}' has {len(node)} items; '{part}' is not an index")
+        return node[int(part)]
+    if node.get(part) is None:
+        node[part] = {}
+    return node[part]
+
+
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
-    """A copy of ``data`` with each ``a.b=c`` override applied (intermediate mappings created)."""
+    """A copy of ``data`` with each ``a.b=c`` override applied (``a.0.b``: list item 0).
+
+    Missing intermediate mappings are created; the strict schema check rejects unknown keys later.
+    """
     import copy
 
     data = copy.deepcopy(data)
     for text in overrides:
         parts, value = parse_override(text)
-        node = data
+        node: Any = data
         for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {text!r}: '{'.'.join(parts[:i + 1])}' is not a mapping")
-            node = child
-        node[parts[-1]] = value
+            node = _child(node, part, ".".join(parts[:i]) or "<top>")
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"--set {text!r}: '{'.'.join(parts[:i + 1])}' is not a mapping or list")
+        last = parts[-1]
+        if isinstance(node, list):
+            _child(node, last, ".".join(parts[:-1]))  # validates the index
+            node[int(last)] = value
+        else:
+            node[last] = value
     return data
 
 

@@ -166,3 +166,12 @@ def test_cw_capacity_sweep_keys():
 def test_shipped_configs_load(path):
     cfg = load_config(path)
     assert cfg.num_classes > 0
+
+
+def test_override_list_items(acar_yaml):
+    cfg = load_config(acar_yaml, ["train.augmentation.spatial.0.kwargs.resize=[160, 128]"])
+    assert cfg.train.augmentation.spatial[0].kwargs == {"resize": [160, 128]}
+    with pytest.raises(ConfigError, match="has 2 items; '5' is not an index"):
+        load_config(acar_yaml, ["train.augmentation.spatial.5.type=Scale"])
+    with pytest.raises(ConfigError, match="is not a mapping or list"):
+        load_config(acar_yaml, ["manual_seed.x=1"])
