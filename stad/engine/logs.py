@@ -57,4 +57,7 @@ def progress(total: int, desc: str, enabled: bool) -> Any:
     """A tqdm bar on rank 0 (``enabled``), else None."""
     if not enabled:
         return None
-    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False, file=sys.stderr)
+    # redirected to a file: a line every 30 s instead of a carriage-return stream
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False, file=sys.stderr,
+                mininterval=0.1 if interactive else 30.0)

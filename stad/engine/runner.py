@@ -135,8 +135,11 @@ def _resume_path(config: Config, resume: bool) -> Path | None:
         if latest is not None:
             return latest
     if config.resume_path:
-        path = Path(config.resume_path)
-        return path if path.is_file() else Path(config.result_path) / path
+        for path in (Path(config.resume_path), Path(config.result_path) / config.resume_path):
+            if path.is_file():
+                return path
+        raise FileNotFoundError(f"resume_path: checkpoint not found: {config.resume_path} "
+                                f"(also looked under result_path {config.result_path})")
     return None
 
 
@@ -197,6 +200,8 @@ def run(ctx: DistContext, config: Config, resume: bool = False) -> None:
                 builders.load_weights(session.model, state.get("state_dict", state), strict=True)
                 epoch = int(state.get("epoch", 0))
                 session.logger.info("evaluating weights from %s", path)
+            else:
+                session.logger.warning("no resume_path and no checkpoint: evaluating untrained weights")
             validate(session, epoch)
         else:
             train(session, resume)
