@@ -53,7 +53,7 @@ ACTIVITY_LABELS: dict[str, tuple[str, ...]] = {
     "follow": ("stand", "walk", "follow"), "lead": ("stand", "walk"),
 }
 # Speed of the activity, in standing heights per second (0: stays in place).
-SPEED = {"walk": 0.42, "run": 0.95, "push": 0.38, "pushed": 0.38, "follow": 0.42, "lead": 0.42}
+SPEED = {"walk": 0.42, "run": 0.8, "push": 0.38, "pushed": 0.38, "follow": 0.42, "lead": 0.42}
 
 
 def activity_label_indices(activity: str) -> tuple[int, ...]:
@@ -124,11 +124,11 @@ def pose_at(activity: str, t: float) -> Pose:
     if activity == "run":
         p = _walk_cycle(t, 2.6, 46.0, 55.0, 85.0)
         return replace(p, lean=16.0, lift=0.04 * abs(math.cos(2 * math.pi * 2.6 * t)))
-    if activity == "talk":
-        gesture = math.sin(2 * math.pi * 1.3 * t)
-        return Pose(thighs=(4.0, -4.0), arms=(45 + 20 * gesture, -6.0),
-                    elbows=(75 + 25 * math.sin(2 * math.pi * 1.9 * t), 10.0),
-                    head_dy=0.012 * math.sin(2 * math.pi * 3.1 * t))
+    if activity == "talk":  # both hands gesture towards the partner, head nods
+        gesture = math.sin(2 * math.pi * 1.6 * t)
+        return Pose(thighs=(4.0, -4.0), arms=(50 + 30 * gesture, 40 - 30 * gesture),
+                    elbows=(70 + 35 * math.sin(2 * math.pi * 2.1 * t), 60.0),
+                    head_dy=0.02 * math.sin(2 * math.pi * 3.1 * t))
     if activity in ("give", "receive"):
         return Pose(thighs=(6.0, -6.0), arms=(78.0, 30.0), elbows=(8.0, 40.0), lean=4.0)
     if activity == "push":

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 THIGH, SHIN, TORSO, UPPER_ARM, FOREARM, NECK, HEAD_R = 0.23, 0.23, 0.32, 0.17, 0.16, 0.04, 0.085
-LIMB_W, TORSO_W = 0.06, 0.11  # line thickness, units of H
+LIMB_W, TORSO_W = 0.075, 0.13  # line thickness, units of H
 
 
 @dataclass(frozen=True)

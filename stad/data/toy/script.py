@@ -94,7 +94,7 @@ class VideoScript:
 
 def make_lanes(width: int, height: int) -> tuple[Lane, Lane]:
     """Back lane (index 0, smaller, drawn first) and front lane (index 1)."""
-    return Lane(0.64 * height, 0.36 * height), Lane(0.95 * height, 0.5 * height)
+    return Lane(0.66 * height, 0.42 * height), Lane(0.96 * height, 0.54 * height)
 
 
 class ClassBalancer:
@@ -202,10 +202,10 @@ def plan_video(video: str, rng: np.random.Generator, balancer: ClassBalancer, wi
     world_width = int(width + abs(pan) * duration + 2 * margin)
     cam_x0 = margin if pan >= 0 else margin + abs(pan) * duration
     lanes = make_lanes(width, height)
-    # Layout: a pair in front, a pair or a solo behind, sometimes one more solo.
-    layout = [(2, 1), (2 if rng.random() < 0.5 else 1, 0)]
-    if rng.random() < 0.4:
-        layout.append((1, int(rng.integers(0, 2))))
+    # Layout: a pair in front, a solo behind, often one more solo or pair.
+    layout = [(2, 1), (1, 0)]
+    if rng.random() < 0.6:
+        layout.append((1 if rng.random() < 0.7 else 2, int(rng.integers(0, 2))))
     script = VideoScript(video, width, height, fps, duration, cam_x0, pan, world_width, lanes, [], [],
                          int(rng.integers(2**31)))
     used: set[int] = set()
