@@ -1,0 +1,107 @@
+"""Config -> model/loss mapping and official-layout weight loading (state dicts built here)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from stad.config import ConfigError, config_from_dict, load_config
+from stad.engine import builders, checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+LOG = logging.getLogger("test")
+
+
+def _toy(overrides=()):
+    return load_config(ROOT / "configs" / "toy" / "vitsf_acar_train.yaml", list(overrides))
+
+
+def test_acar_ava_config_maps_to_slowfast_r50():
+    cfg = load_config(ROOT / "configs" / "ava" / "SLOWFAST_R50_ACAR_HR2O.yaml")
+    kwargs = builders.model_kwargs(cfg)
+    assert kwargs["backbone"] == "slowfast_r50" and kwargs["head"] == "acar"
+    assert kwargs["backbone_kwargs"] == {"alpha": 4, "beta": 0.125, "fuse_only_conv": False, "fuse_kernel_size": 7,
+                                         "slow_full_span": True, "frozen_bn": True}
+    assert kwargs["head_kwargs"] == {"roi_size": 7, "depth": 2}
+    assert kwargs["jitter_scale"] == 0.075
+
+
+def test_cw_config_maps_to_dual_stream():
+    cfg = load_config(ROOT / "configs" / "chaotic_world" / "VITSF_ACAR_HR2O_CW_train.yaml")
+    kwargs = builders.model_kwargs(cfg)
+    assert (kwargs["backbone"], kwargs["slowfast"], kwargs["vit"]) == ("vitsf", "slowfast_r50", "vit_giant")
+    assert kwargs["vit_kwargs"] == {"img_size": 224, "num_frames": 16} and kwargs["vit_frame_stride"] == 2
+    with torch.device("meta"):  # ViT-g + R50 without allocating 4 GB
+        model = builders.build_model(cfg)
+    assert sum(model.backbone.out_channels) == 3712 == cfg.model.head.kwargs["width"]
+
+
+def test_width_mismatch_and_unknown_neck_keys_are_errors():
+    with pytest.raises(ConfigError, match="width is 100 but the backbone gives"):
+        builders.build_model(_toy(["model.head.kwargs.width=100"]))
+    with pytest.raises(ConfigError, match=r"unknown keys \['jiter'\]"):
+        builders.model_kwargs(_toy(["model.neck.kwargs.jiter=1"]))
+
+
+def test_learnable_false_freezes_backbone():
+    model = builders.build_model(_toy(["model.backbone.learnable=false"]))
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+
+
+def test_criterion_mapping():
+    data = yaml.safe_load((ROOT / "configs" / "toy" / "vitsf_acar_train.yaml").read_text())
+    logits = torch.tensor([[2.0, 0.0, -1.0] + [0.0] * 8])
+    for loss, pose in ((({"type": "ava_criterion", "kwargs": {"pose_softmax": False}}), False),
+                       ({"type": "pose_softmax", "kwargs": {"exclusive": [0, 1, 2]}}, True)):
+        data["loss"] = loss
+        _, activation = builders.build_criterion(config_from_dict(data))
+        probs = activation(logits)
+        assert probs[0, :3].sum().item() == pytest.approx(1.0) if pose else probs[0, 0] == torch.sigmoid(logits[0, 0])
+    data["loss"] = {"type": "focal"}
+    with pytest.raises(ConfigError, match="loss"):
+        builders.build_criterion(config_from_dict(data))
+
+
+def test_acar_layout_whole_model_checkpoint_loads(tmp_path):
+    cfg = _toy(["model.backbone.sub_arch=null", "model.kwargs={}"])
+    checkpoint.seed_everything(0)
+    source = builders.build_model(cfg)
+    acar = {f"module.{part}.module.{key}": value for part in ("backbone", "head")
+            for key, value in getattr(source, part).state_dict().items()}
+    path = tmp_path / "AVA_ACAR.pth.tar"
+    torch.save({"epoch": 5, "state_dict": acar}, path)
+    checkpoint.seed_everything(1)
+    target = builders.build_model(cfg)
+    builders.load_weights(target, checkpoint.read_checkpoint(path), strict=True)
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key]), key
+
+
+def test_pretrained_streams_load_through_filters(tmp_path):
+    cfg = _toy()
+    checkpoint.seed_everything(0)
+    source = builders.build_model(cfg)
+    slowfast_file, vit_file = tmp_path / "SLOWFAST_K400.pth.tar", tmp_path / "videomae.pth"
+    torch.save({"state_dict": source.backbone.slowfast.state_dict()}, slowfast_file)  # bare SlowFast keys
+    torch.save({"module": {f"encoder.{k}": v for k, v in source.backbone.vit.state_dict().items()}}, vit_file)
+    cfg = _toy([f"model.backbone.pretrain.path={slowfast_file}", f"model.backbone.subbackbone.path={vit_file}"])
+    checkpoint.seed_everything(1)
+    target = builders.build_model(cfg)
+    builders.load_initial_weights(target, cfg, LOG)
+    for key, value in source.backbone.state_dict().items():
+        assert torch.equal(value, target.backbone.state_dict()[key]), key
+    assert not torch.equal(source.head.fc2.weight, target.head.fc2.weight)  # the head stays at init
+
+
+def test_weights_that_match_nothing_fail_clearly(tmp_path):
+    model = builders.build_model(_toy())
+    with pytest.raises(RuntimeError, match="weights do not match the model"):
+        builders.load_weights(model, {"state_dict": {"foo.weight": torch.zeros(1)}}, strict=True)
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="cannot read checkpoint .*bad.pth"):
+        checkpoint.read_checkpoint(bad)
