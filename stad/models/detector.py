@@ -55,15 +55,25 @@ class ActionDetector(nn.Module):
         return self.forward_head(self.forward_features(clips), boxes)
 
 
+@register_model("vitsf", kind="backbone")
+def vitsf(*, vit: str = "vit_base", slowfast: str = "slowfast_r50", vit_kwargs: dict[str, Any] | None = None,
+          slowfast_kwargs: dict[str, Any] | None = None, vit_frame_stride: int = 1) -> DualStreamBackbone:
+    """Dual stream: a registered ViT and a registered SlowFast on the same clip -> [vit, slow, fast] maps."""
+    return DualStreamBackbone(create_model(vit, **(vit_kwargs or {})),
+                              create_model(slowfast, **(slowfast_kwargs or {})), vit_frame_stride)
+
+
 def build_backbone(name: str, *, vit: str = "vit_base", slowfast: str = "slowfast_r50",
                    vit_kwargs: dict[str, Any] | None = None, slowfast_kwargs: dict[str, Any] | None = None,
                    vit_frame_stride: int = 1, **backbone_kwargs) -> nn.Module:
     """A registered backbone, or 'vitsf' = DualStreamBackbone(create_model(vit), create_model(slowfast))."""
-    if name == "vitsf":
-        return DualStreamBackbone(create_model(vit, **(vit_kwargs or {})),
-                                  create_model(slowfast, **(slowfast_kwargs or {})), vit_frame_stride)
     if get_entry(name).kind != "backbone":
-        raise ValueError(f"{name!r} is not a backbone")
+        raise ValueError(f"{name!r} is a {get_entry(name).kind}, not a backbone")
+    if name == "vitsf":
+        if backbone_kwargs:
+            raise ValueError(f"backbone 'vitsf' takes vit_kwargs / slowfast_kwargs, not {sorted(backbone_kwargs)}")
+        return vitsf(vit=vit, slowfast=slowfast, vit_kwargs=vit_kwargs, slowfast_kwargs=slowfast_kwargs,
+                     vit_frame_stride=vit_frame_stride)
     return create_model(name, **backbone_kwargs)
 
 

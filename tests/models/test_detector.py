@@ -97,3 +97,12 @@ def test_every_big_detector_preset_builds_on_meta(name):
     assert isinstance(model, ActionDetector) and model.num_classes == 80
     first = next(m for m in model.head.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
     assert first.weight.shape[1] == sum(model.backbone.out_channels)
+
+
+def test_vitsf_backbone_via_registry_and_kwarg_errors():
+    backbone = create_model("vitsf", vit="vit_tiny", slowfast="slowfast_tiny", vit_frame_stride=2)
+    assert backbone.out_channels == [64, 256, 64] and backbone.vit_frame_stride == 2
+    with pytest.raises(ValueError, match="vit_kwargs"):
+        build_action_model("vitsf", "acar", 3, vit="vit_tiny", slowfast="slowfast_tiny", backbone_kwargs={"alpha": 2})
+    with pytest.raises(ValueError, match="not a backbone"):
+        build_action_model("acar_vitsf_tiny", "acar", 3)
