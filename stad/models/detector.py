@@ -57,15 +57,17 @@ class ActionDetector(nn.Module):
 
 @register_model("vitsf", kind="backbone")
 def vitsf(*, vit: str = "vit_base", slowfast: str = "slowfast_r50", vit_kwargs: dict[str, Any] | None = None,
-          slowfast_kwargs: dict[str, Any] | None = None, vit_frame_stride: int = 1) -> DualStreamBackbone:
+          slowfast_kwargs: dict[str, Any] | None = None, vit_frame_stride: int = 1,
+          vit_input_size: tuple[int, int] | None = None) -> DualStreamBackbone:
     """Dual stream: a registered ViT and a registered SlowFast on the same clip -> [vit, slow, fast] maps."""
     return DualStreamBackbone(create_model(vit, **(vit_kwargs or {})),
-                              create_model(slowfast, **(slowfast_kwargs or {})), vit_frame_stride)
+                              create_model(slowfast, **(slowfast_kwargs or {})), vit_frame_stride, vit_input_size)
 
 
 def build_backbone(name: str, *, vit: str = "vit_base", slowfast: str = "slowfast_r50",
                    vit_kwargs: dict[str, Any] | None = None, slowfast_kwargs: dict[str, Any] | None = None,
-                   vit_frame_stride: int = 1, **backbone_kwargs) -> nn.Module:
+                   vit_frame_stride: int = 1, vit_input_size: tuple[int, int] | None = None,
+                   **backbone_kwargs) -> nn.Module:
     """A registered backbone, or 'vitsf' = DualStreamBackbone(create_model(vit), create_model(slowfast))."""
     if get_entry(name).kind != "backbone":
         raise ValueError(f"{name!r} is a {get_entry(name).kind}, not a backbone")
@@ -73,7 +75,7 @@ def build_backbone(name: str, *, vit: str = "vit_base", slowfast: str = "slowfas
         if backbone_kwargs:
             raise ValueError(f"backbone 'vitsf' takes vit_kwargs / slowfast_kwargs, not {sorted(backbone_kwargs)}")
         return vitsf(vit=vit, slowfast=slowfast, vit_kwargs=vit_kwargs, slowfast_kwargs=slowfast_kwargs,
-                     vit_frame_stride=vit_frame_stride)
+                     vit_frame_stride=vit_frame_stride, vit_input_size=vit_input_size)
     return create_model(name, **backbone_kwargs)
 
 
@@ -85,13 +87,15 @@ def build_action_model(backbone: str, head: str, num_classes: int, *,
                        backbone_kwargs: dict[str, Any] | None = None, head_kwargs: dict[str, Any] | None = None,
                        vit: str = "vit_base", slowfast: str = "slowfast_r50",
                        vit_kwargs: dict[str, Any] | None = None, slowfast_kwargs: dict[str, Any] | None = None,
-                       vit_frame_stride: int = 1, jitter_scale: float = 0.0,
+                       vit_frame_stride: int = 1, vit_input_size: tuple[int, int] | None = None,
+                       jitter_scale: float = 0.0,
                        fusion_size: tuple[int, int] | None = None) -> ActionDetector:
     """Build an :class:`ActionDetector`.
 
     Args:
         backbone: a registered backbone name ('slowfast_r50', 'vit_base', ...) or 'vitsf'
-            (dual stream of ``vit`` and ``slowfast``, the ViT seeing every ``vit_frame_stride``-th frame).
+            (dual stream of ``vit`` and ``slowfast``, the ViT seeing every ``vit_frame_stride``-th frame,
+            resized to ``vit_input_size`` or to the nearest multiple of its patch).
         head: 'acar' or 'linear'.
         num_classes: K.
         backbone_kwargs / vit_kwargs / slowfast_kwargs: forwarded to the backbone factories.
@@ -103,7 +107,7 @@ def build_action_model(backbone: str, head: str, num_classes: int, *,
         raise KeyError(f"unknown head {head!r}; choose from {sorted(HEADS)}")
     net = build_backbone(backbone, vit=vit, slowfast=slowfast, vit_kwargs=vit_kwargs,
                          slowfast_kwargs=slowfast_kwargs, vit_frame_stride=vit_frame_stride,
-                         **(backbone_kwargs or {}))
+                         vit_input_size=vit_input_size, **(backbone_kwargs or {}))
     in_channels = sum(net.out_channels)
     head_module = HEADS[head](in_channels, num_classes, **(head_kwargs or {}))
     return ActionDetector(net, head_module, neck=RoINeck(jitter_scale=jitter_scale),

@@ -19,20 +19,34 @@ class DualStreamBackbone(nn.Module):
         slowfast: a SlowFast backbone.
         vit_frame_stride: the ViT sees ``clip[:, :, ::vit_frame_stride]`` (e.g. 2 to give a
             16-frame ViT the even frames of a 32-frame SlowFast clip).
+        vit_input_size: (H, W) the ViT's frames are resized to (bilinear). ``None``: keep the
+            clip's size, or resize to the nearest multiple of the ViT patch when it is not one
+            (e.g. 256x341 -> 252x336 for patch 14).
     """
 
-    def __init__(self, vit: nn.Module, slowfast: nn.Module, vit_frame_stride: int = 1):
+    def __init__(self, vit: nn.Module, slowfast: nn.Module, vit_frame_stride: int = 1,
+                 vit_input_size: tuple[int, int] | None = None):
         super().__init__()
         self.vit = vit
         self.slowfast = slowfast
         self.vit_frame_stride = vit_frame_stride
+        self.vit_input_size = tuple(vit_input_size) if vit_input_size is not None else None
         self.out_channels = list(vit.out_channels) + list(slowfast.out_channels)
         self.feature_stride = max(vit.feature_stride, slowfast.feature_stride)
 
     def forward(self, clip: torch.Tensor) -> list[torch.Tensor]:
         """clip [B, 3, T, H, W] -> [vit [B, Cv, ...], slow [B, Cs, ...], fast [B, Cf, ...]]."""
         vit_clip = clip[:, :, :: self.vit_frame_stride] if self.vit_frame_stride > 1 else clip
+        size = self._vit_size(vit_clip.shape[-2], vit_clip.shape[-1])
+        if size != tuple(vit_clip.shape[-2:]):
+            vit_clip = F.interpolate(vit_clip, size=(vit_clip.shape[2],) + size, mode="trilinear", align_corners=False)
         return list(self.vit(vit_clip)) + list(self.slowfast(clip))
+
+    def _vit_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.vit_input_size is not None:
+            return self.vit_input_size
+        patch = self.vit.feature_stride
+        return tuple(max(patch, round(side / patch) * patch) for side in (height, width))
 
 
 class TemporalPoolFusion(nn.Module):

@@ -106,3 +106,15 @@ def test_vitsf_backbone_via_registry_and_kwarg_errors():
         build_action_model("vitsf", "acar", 3, vit="vit_tiny", slowfast="slowfast_tiny", backbone_kwargs={"alpha": 2})
     with pytest.raises(ValueError, match="not a backbone"):
         build_action_model("acar_vitsf_tiny", "acar", 3)
+
+
+def test_vitsf_resizes_vit_input_to_patch_multiple_or_given_size():
+    model = _tiny("vitsf", vit_kwargs=dict(patch_size=14)).eval()
+    clips = torch.randn(1, 3, 8, 64, 85)  # neither side is a multiple of 14
+    with torch.no_grad():
+        vit_map, slow, _ = model.backbone(clips)
+        assert vit_map.shape[-2:] == (5, 6)  # 64 -> 70, 85 -> 84
+        assert model(clips, [torch.tensor([[0.1, 0.1, 0.6, 0.9]])]).shape == (1, 5)
+    fixed = _tiny("vitsf", vit_input_size=(32, 48)).eval()
+    with torch.no_grad():
+        assert fixed.backbone(clips)[0].shape[-2:] == (2, 3)
