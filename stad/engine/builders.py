@@ -81,6 +81,11 @@ def build_model(config: Config) -> nn.Module:
     return model
 
 
+def frozen_modules(model: nn.Module, config: Config) -> list[nn.Module]:
+    """Modules that stay in eval mode while training: the backbone when ``learnable: False``."""
+    return [] if config.model.backbone.learnable else [ckpt.unwrap(model).backbone]
+
+
 def _read_weights(spec: PathSpec) -> dict:
     """The state dict of ``spec.path`` after ACAR's optional key edits (state_dict_key, prefixes)."""
     state = ckpt.read_checkpoint(spec.path)

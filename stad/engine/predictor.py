@@ -134,8 +134,10 @@ def gather_to_main(ctx: DistContext, shard: Shard, tmp_dir: Path) -> list[Shard]
         return None
     shards = []
     for rank in range(ctx.world_size):
-        state = torch.load(tmp_dir / f"predict_rank{rank}.pt", weights_only=False)
+        part = tmp_dir / f"predict_rank{rank}.pt"
+        state = torch.load(part, weights_only=False)
         shards.append(Shard(Predictions(**state["predictions"]), state["covered"]))
+        part.unlink()  # merged in memory; parts of a large val set are big
     return shards
 
 

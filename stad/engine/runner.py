@@ -157,7 +157,7 @@ def train(session: Session, resume: bool) -> None:
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp)
     trainer = Trainer(ctx, session.model, session.criterion, optimizer, schedule, scaler,
                       freeze_bn=config.model.freeze_bn, accumulate_steps=train_cfg.accumulate_steps,
-                      grad_clip=train_cfg.grad_clip, amp=amp)
+                      grad_clip=train_cfg.grad_clip, amp=amp, frozen=builders.frozen_modules(session.model, config))
     path = _resume_path(config, resume)
     first_epoch = _resume(session, path, optimizer, schedule, scaler) if path is not None else 1
 

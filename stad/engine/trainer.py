@@ -21,13 +21,18 @@ from stad.engine.distributed import DistContext, all_reduce_sum
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [N,K], targets [N,K]) -> mean
 
 
-def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
-    """``model.train()``, keeping BatchNorm layers in eval mode (running stats frozen) if asked."""
+def set_train_mode(model: nn.Module, freeze_bn: bool, frozen: Sequence[nn.Module] = ()) -> None:
+    """``model.train()``, keeping BatchNorm layers (``freeze_bn``) and ``frozen`` modules in eval mode.
+
+    A frozen backbone must not update BatchNorm statistics or apply dropout either.
+    """
     model.train()
     if freeze_bn:
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
+    for module in frozen:
+        module.eval()
 
 
 @dataclass
@@ -43,7 +48,7 @@ class Trainer:
     def __init__(self, ctx: DistContext, model: nn.Module, criterion: Criterion,
                  optimizer: torch.optim.Optimizer, schedule: Any, scaler: torch.amp.GradScaler, *,
                  freeze_bn: bool = True, accumulate_steps: int = 1, grad_clip: float | None = None,
-                 amp: bool = False) -> None:
+                 amp: bool = False, frozen: Sequence[nn.Module] = ()) -> None:
         self.ctx = ctx
         self.model = model
         self.criterion = criterion
@@ -51,6 +56,7 @@ class Trainer:
         self.schedule = schedule
         self.scaler = scaler
         self.freeze_bn = freeze_bn
+        self.frozen = tuple(frozen)
         self.accumulate_steps = max(1, accumulate_steps)
         self.grad_clip = grad_clip
         self.amp = amp and ctx.device.type == "cuda"
@@ -95,7 +101,7 @@ class Trainer:
     def train_epoch(self, epoch: int, loader: Any, steps_per_epoch: int, *, progress: Any = None,
                     on_step: Callable[[int, StepResult], None] | None = None) -> float:
         """Train one epoch (1-based ``epoch``); returns the box-weighted mean loss over its steps."""
-        set_train_mode(self.model, self.freeze_bn)
+        set_train_mode(self.model, self.freeze_bn, self.frozen)
         batches = iter(loader)
         total, boxes = 0.0, 0
         for s in range(steps_per_epoch):

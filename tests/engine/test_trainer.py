@@ -116,3 +116,9 @@ def test_steps_per_epoch_counts_whole_windows():
     assert steps_per_epoch(17, 1) == 17
     assert steps_per_epoch(17, 4) == 4
     assert steps_per_epoch(3, 4) == 0
+
+
+def test_frozen_modules_stay_in_eval_mode():
+    model = _model()
+    set_train_mode(model, freeze_bn=False, frozen=[model.bn])
+    assert model.training and model.fc.training and not model.bn.training
