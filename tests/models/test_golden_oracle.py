@@ -4,6 +4,7 @@ The goldens (tests/fixtures/manifests/golden/*.pt) were produced by the scripts 
 tests/fixtures/manifests/oracle_scripts/ from ACAR-Net, VideoMAE and VideoMAEv2; the weights are
 rebuilt here from the manifests with the same seeded generator.
 """
+import pytest
 import torch
 
 from tests.models.models_testutils import MANIFEST_DIR, load_manifest, random_state_dict
@@ -22,10 +23,12 @@ def _golden(name):
     return torch.load(GOLDEN / f"{name}.pt", weights_only=False)
 
 
-def test_slowfast_matches_acar_official():
-    gold = _golden("acar_slowfast_layers1111")
+@pytest.mark.parametrize("name", ["acar_slowfast_layers1111", "acar_slowfast_layers1111_convlateral"])
+def test_slowfast_matches_acar_official(name):
+    """BN+ReLU laterals k7 with full-span slow frames (ACAR R50) and conv-only laterals k5 (R101)."""
+    gold = _golden(name)
     model = SlowFast((1, 1, 1, 1), **gold["kwargs"]).eval()
-    weights = random_state_dict(load_manifest("acar_slowfast_layers1111"), seed=gold["seed_weights"])
+    weights = random_state_dict(load_manifest(name), seed=gold["seed_weights"])
     model.load_state_dict(filter_acar_slowfast(weights), strict=True)
     clip = torch.randn(*gold["input_shape"], generator=torch.Generator().manual_seed(gold["input_seed"]))
     assert torch.allclose(clip.sum(), gold["input_sum"])
