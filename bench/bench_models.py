@@ -3,6 +3,7 @@ and the batched ACAR head vs ACAR-Net's per-clip loop.
 
     .venv/bin/python bench/bench_models.py                 # everything, appends to bench/RESULTS.md
     .venv/bin/python bench/bench_models.py --only head     # just the head comparison
+    .venv/bin/python bench/bench_models.py --only tiny     # toy-demo model training step
     .venv/bin/python bench/bench_models.py --no-append     # print only
 
 Each backbone runs in its own subprocess so that its peak RSS (ru_maxrss) is its own.
@@ -126,10 +127,38 @@ def run_head(threads: int, repeats: int = 4) -> list[dict]:
     return rows
 
 
-def format_section(backbones: list[dict], heads: list[dict], threads: int, iters: int) -> str:
+def run_tiny_detector(threads: int, repeats: int = 3) -> list[dict]:
+    """Training step cost of the toy-demo model: forward + backward, batch 4, 2 boxes per clip."""
+    import torch
+
+    from stad.models import create_model
+    from stad.models.losses import SigmoidBCELoss
+
+    torch.set_num_threads(threads)
+    rows = []
+    for frames, size in ((8, 112), (16, 160)):
+        model = create_model("acar_vitsf_tiny", num_classes=5, jitter_scale=0.05).train()
+        clips = torch.randn(4, 3, frames, size, size)
+        boxes = [torch.tensor([[0.1, 0.1, 0.5, 0.9], [0.4, 0.2, 0.9, 0.8]])] * 4
+        targets = torch.zeros(8, 5)
+        targets[:, 1] = 1
+        wall, cpu = [], []
+        for _ in range(repeats):
+            model.zero_grad(set_to_none=True)
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            SigmoidBCELoss()(model(clips, boxes), targets).backward()
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.thread_time() - start_cpu)
+        rows.append({"input": [4, 3, frames, size, size], "wall_s": min(wall), "cpu_s": min(cpu),
+                     "params_M": sum(p.numel() for p in model.parameters()) / 1e6})
+    return rows
+
+
+def format_section(backbones: list[dict], heads: list[dict], threads: int, iters: int,
+                   tiny: list[dict] | None = None) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n## bench_models (stad/models) — {now}\n",
-             f"Command: `.venv/bin/python bench/bench_models.py` — machine: {os.cpu_count()}-core CPU "
+             f"Command: `.venv/bin/python bench/bench_models.py{' ' if sys.argv[1:] else ''}{' '.join(sys.argv[1:])}` — machine: {os.cpu_count()}-core CPU "
              f"({platform.processor() or platform.machine()}), shared with other jobs; torch threads = {threads}; "
              f"no GPU here (the script adds CUDA columns when one is present).\n"]
     if backbones:
@@ -150,12 +179,18 @@ def format_section(backbones: list[dict], heads: list[dict], threads: int, iters
             lines.append(f"| {r['config']} | {r['batched_s']:.3f} | {r['loop_s']:.3f} | {r['speedup']:.2f}x | "
                          f"{r['batched_cpu_s']:.3f} | {r['loop_cpu_s']:.3f} | {r['speedup_cpu']:.2f}x | "
                          f"{r['max_abs_diff']:.1e} |")
+    if tiny:
+        lines += ["\nToy-demo model `acar_vitsf_tiny` (vit_tiny + slowfast_tiny + ACAR head, "
+                  f"{tiny[0]['params_M']:.2f} M params), one training step (forward + backward), best of 3:\n",
+                  "| clips [B,3,T,H,W] | wall (s) | thread CPU (s) |", "|---|---|---|"]
+        for r in tiny:
+            lines.append(f"| {r['input']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["backbones", "head"], default=None)
+    parser.add_argument("--only", choices=["backbones", "head", "tiny"], default=None)
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-append", action="store_true")
@@ -164,7 +199,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_backbone(args.one, args.iters, args.threads)))
         return
-    backbones, heads = [], []
+    backbones, heads, tiny = [], [], []
     if args.only in (None, "backbones"):
         for name in BACKBONES:
             out = subprocess.run([sys.executable, __file__, "--one", name, "--iters", str(args.iters),
@@ -175,7 +210,11 @@ def main() -> None:
         heads = run_head(args.threads)
         for row in heads:
             print(row, flush=True)
-    section = format_section(backbones, heads, args.threads, args.iters)
+    if args.only in (None, "tiny"):
+        tiny = run_tiny_detector(args.threads)
+        for row in tiny:
+            print(row, flush=True)
+    section = format_section(backbones, heads, args.threads, args.iters, tiny)
     print(section)
     if not args.no_append:
         with open(ROOT / "bench" / "RESULTS.md", "a") as f:
