@@ -6,10 +6,8 @@ This is the only engine module that knows the names used in configs (ACAR-Net's 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from stad.config import AugmentationConfig, Config, ConfigError, PathSpec, TrainConfig, ValConfig

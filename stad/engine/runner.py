@@ -11,7 +11,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from stad.config import Config, ValConfig, config_to_dict, save_config
+from stad.config import Config, config_to_dict, save_config
 from stad.engine import builders, checkpoint as ckpt
 from stad.engine.distributed import DistContext, barrier, broadcast_object
 from stad.engine.evaluation import evaluate_csv
@@ -48,7 +48,8 @@ def _prepare(ctx: DistContext, config: Config) -> Session:
     if ctx.device.type == "cuda":
         torch.backends.cudnn.deterministic = config.cudnn.deterministic
         torch.backends.cudnn.benchmark = config.cudnn.benchmark
-    builders.preflight(config, logger) if ctx.is_main else None
+    if ctx.is_main:  # the dataset checks run once; the other ranks wait at the barrier
+        builders.preflight(config, logger)
     barrier(ctx)
     model = builders.build_model(config).to(ctx.device)
     builders.load_initial_weights(model, config, logger)

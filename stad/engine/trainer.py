@@ -8,10 +8,8 @@ B clips on each of W ranks equals one step with W*B clips on one rank.
 from __future__ import annotations
 
 import contextlib
-import logging
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn

@@ -1,5 +1,4 @@
 """LR schedule (ACAR semantics: warm-up base_lr -> warmup_lr, then step or cosine) and optimizers."""
-import math
 
 import pytest
 import torch
