@@ -104,6 +104,7 @@ class BackboneConfig:
     subbackbone: PathSpec | None = None  # CW "VITSF": the ViT stream's weights
     sub_arch: str | None = None  # project key: the ViT stream's architecture (default vit_giant)
     sub_kwargs: dict = field(default_factory=dict)
+    sub_learnable: bool = True  # project key: False freezes the ViT stream (the CW reference does)
 
 
 @dataclass(frozen=True)

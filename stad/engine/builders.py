@@ -74,14 +74,24 @@ def build_model(config: Config) -> nn.Module:
     if width is not None and int(width) != in_channels:
         raise ConfigError(f"model.head.kwargs.width is {width} but the backbone gives {in_channels} channels")
     if not config.model.backbone.learnable:
-        for param in model.backbone.parameters():
-            param.requires_grad_(False)
+        model.backbone.requires_grad_(False)
+    if not config.model.backbone.sub_learnable:
+        _vit_stream(model).requires_grad_(False)
     return model
+
+
+def _vit_stream(model: nn.Module) -> nn.Module:
+    vit = getattr(ckpt.unwrap(model).backbone, "vit", None)
+    if vit is None:
+        raise ConfigError("model.backbone.sub_learnable / subbackbone: the model has no ViT stream")
+    return vit
 
 
 def frozen_modules(model: nn.Module, config: Config) -> list[nn.Module]:
     """Modules that stay in eval mode while training: the backbone when ``learnable: False``."""
-    return [] if config.model.backbone.learnable else [ckpt.unwrap(model).backbone]
+    if not config.model.backbone.learnable:
+        return [ckpt.unwrap(model).backbone]
+    return [] if config.model.backbone.sub_learnable else [_vit_stream(model)]
 
 
 def _read_weights(spec: PathSpec) -> dict:
@@ -97,13 +107,31 @@ def _read_weights(spec: PathSpec) -> dict:
     return state
 
 
+def filter_cw_vitsf(state_dict: dict) -> dict:
+    """The CW reference system's full model -> our dual-stream detector.
+
+    Its ``AVA_backbone`` holds the SlowFast as ``backbone.module`` and the VideoMAEv2 ViT as
+    ``backbone.submodule``; the head is ``head.module`` (all under DDP's ``module.``).
+    """
+    from stad.models.checkpoints import filter_videomae
+
+    sd = ckpt.strip_prefix(state_dict)
+    parts = {"backbone.module.": "backbone.slowfast.", "head.module.": "head."}
+    out = {parts[p] + k[len(p):]: v for k, v in sd.items() for p in parts if k.startswith(p)}
+    vit = {k[len("backbone.submodule."):]: v for k, v in sd.items() if k.startswith("backbone.submodule.")}
+    if not vit:
+        raise KeyError("not a CW VITSF checkpoint (no backbone.submodule.* keys)")
+    out.update({f"backbone.vit.{k}": v for k, v in filter_videomae(vit).items()})
+    return out
+
+
 def load_weights(model: nn.Module, checkpoint: dict, strict: bool = True) -> list[str]:
-    """Load a whole-model checkpoint: ours, or ACAR-Net's AVA layout via the model's filter."""
+    """Load a whole-model checkpoint: ours, ACAR-Net's AVA layout or the CW reference's VITSF layout."""
     from stad.models.checkpoints import filter_acar_detector, unwrap_checkpoint
 
     state = unwrap_checkpoint(checkpoint, ("state_dict", "model"))
     return ckpt.load_model_weights(model, state, strict=strict,
-                                   filters=(lambda sd: filter_acar_detector({"state_dict": sd}),))
+                                   filters=(lambda sd: filter_acar_detector({"state_dict": sd}), filter_cw_vitsf))
 
 
 def _load_stream(module: nn.Module, state: dict, what: str, path: str, logger: logging.Logger) -> None:
@@ -130,9 +158,7 @@ def load_initial_weights(model: nn.Module, config: Config, logger: logging.Logge
         state = filter_acar_slowfast(_read_weights(backbone.pretrain))
         _load_stream(slowfast, state, "model.backbone.pretrain", backbone.pretrain.path, logger)
     if backbone.subbackbone is not None:
-        vit = getattr(streams, "vit", None)
-        if vit is None:
-            raise ConfigError("model.backbone.subbackbone: the model has no ViT stream")
+        vit = _vit_stream(model)
         state = filter_videomae(_read_weights(backbone.subbackbone), vit)
         _load_stream(vit, state, "model.backbone.subbackbone", backbone.subbackbone.path, logger)
     if config.pretrain is not None:

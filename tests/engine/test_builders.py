@@ -33,7 +33,7 @@ def test_cw_config_maps_to_dual_stream():
     cfg = load_config(ROOT / "configs" / "chaotic_world" / "VITSF_ACAR_HR2O_CW_train.yaml")
     kwargs = builders.model_kwargs(cfg)
     assert (kwargs["backbone"], kwargs["slowfast"], kwargs["vit"]) == ("vitsf", "slowfast_r50", "vit_giant")
-    assert kwargs["vit_kwargs"] == {"img_size": 224, "num_frames": 16} and kwargs["vit_frame_stride"] == 2
+    assert kwargs["vit_kwargs"] == {"img_size": 224, "num_frames": 32} and "vit_frame_stride" not in kwargs
     with torch.device("meta"):  # ViT-g + R50 without allocating 4 GB
         model = builders.build_model(cfg)
     assert sum(model.backbone.out_channels) == 3712 == cfg.model.head.kwargs["width"]
@@ -105,3 +105,32 @@ def test_weights_that_match_nothing_fail_clearly(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="cannot read checkpoint .*bad.pth"):
         checkpoint.read_checkpoint(bad)
+
+
+def test_cw_reference_layout_checkpoint_loads(tmp_path):
+    """The CW reference system's full model: backbone.module (SlowFast), backbone.submodule (timm ViT)."""
+    cfg = _toy()
+    checkpoint.seed_everything(0)
+    source = builders.build_model(cfg)
+    sd = {f"module.backbone.module.{k}": v for k, v in source.backbone.slowfast.state_dict().items()}
+    vit = source.backbone.vit.state_dict()
+    sd.update({f"module.backbone.submodule.{'fc_norm' + k[4:] if k.startswith('norm.') else k}": v
+               for k, v in vit.items()})
+    sd["module.backbone.submodule.head.weight"] = torch.zeros(80, 64)  # timm classifier, dropped
+    sd.update({f"module.head.module.{k}": v for k, v in source.head.state_dict().items()})
+    path = tmp_path / "SFR50_VITG_ACAR_CWtrain_ckpt_11.pth.tar"
+    torch.save({"epoch": 11, "state_dict": sd}, path)
+    checkpoint.seed_everything(1)
+    target = builders.build_model(cfg)
+    builders.load_weights(target, checkpoint.read_checkpoint(path), strict=True)
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key]), key
+
+
+def test_sub_learnable_false_freezes_only_the_vit():
+    cfg = _toy(["model.backbone.sub_learnable=false"])
+    model = builders.build_model(cfg)
+    assert not any(p.requires_grad for p in model.backbone.vit.parameters())
+    assert all(p.requires_grad for p in model.backbone.slowfast.parameters())
+    assert builders.frozen_modules(model, cfg) == [model.backbone.vit]
+    assert builders.frozen_modules(model, _toy()) == []
