@@ -214,13 +214,17 @@ class VisionTransformer3D(nn.Module):
                 x = block(x)
         return self.norm(x), grid
 
-    def forward(self, clip: torch.Tensor) -> list[torch.Tensor]:
-        """clip [B, 3, T, H, W] -> [features [B, C, T/tubelet, H/patch, W/patch]]."""
+    def forward_features(self, clip: torch.Tensor) -> torch.Tensor:
+        """clip [B, 3, T, H, W] -> feature map [B, C, T/tubelet, H/patch, W/patch]."""
         if clip.ndim != 5:
             raise ValueError(f"ViT expects [B, 3, T, H, W], got {tuple(clip.shape)}")
         tokens, grid = self.forward_tokens(clip)
         b, _, c = tokens.shape
-        return [tokens.transpose(1, 2).reshape(b, c, *grid)]
+        return tokens.transpose(1, 2).reshape(b, c, *grid)
+
+    def forward(self, clip: torch.Tensor) -> list[torch.Tensor]:
+        """clip [B, 3, T, H, W] -> [feature map] (a list, like every backbone here)."""
+        return [self.forward_features(clip)]
 
 
 # name: (embed_dim, depth, num_heads, mlp_ratio, patch_size); VideoMAE / VideoMAEv2 sizes.

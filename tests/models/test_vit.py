@@ -8,7 +8,9 @@ from stad.models.vit import VIT_SIZES, VisionTransformer3D, resample_pos_embed, 
 def test_tiny_feature_map_shape():
     model = create_model("vit_tiny").eval()
     with torch.no_grad():
-        (fmap,) = model(torch.randn(2, 3, 8, 112, 112))
+        clip = torch.randn(2, 3, 8, 112, 112)
+        (fmap,) = model(clip)
+        assert torch.equal(model.forward_features(clip), fmap)
     assert fmap.shape == (2, 64, 4, 7, 7)
 
 
