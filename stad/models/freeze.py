@@ -61,23 +61,44 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(("pos_embed", "q_bias", "v_bias"))
 
 
+def vit_layer_id(name: str, num_blocks: int) -> int | None:
+    """VideoMAE's layer index for layer-wise LR decay: 0 = patch/pos embedding, i+1 = block i,
+    num_blocks+1 = final norm; None for parameters outside a ViT."""
+    if re.search(r"(?:^|\.)(patch_embed\.|pos_embed$)", name) and "slowfast" not in name:
+        return 0
+    block = _block_id(name)
+    if block and block[0] == "vit":
+        return block[1] + 1
+    if re.search(r"(?:^|\.)vit\.norm\.|^backbone\.norm\.|^norm\.", name):
+        return num_blocks + 1
+    return None
+
+
 def param_groups(model: nn.Module, *, lr: float, weight_decay: float = 0.0, backbone_lr_scale: float = 1.0,
-                 no_decay_norm_bias: bool = True) -> list[dict]:
-    """Optimizer groups over trainable parameters: {backbone, head} x {decay, no decay}.
+                 no_decay_norm_bias: bool = True, vit_layer_decay: float | None = None) -> list[dict]:
+    """Optimizer groups over trainable parameters: {backbone, head} x {decay, no decay} [x ViT layer].
 
     Norm weights, biases and position embeddings get no weight decay when ``no_decay_norm_bias``.
-    Each group carries a ``name`` for logging; empty groups are omitted.
+    ``vit_layer_decay`` (e.g. 0.75, VideoMAE fine-tuning) scales the LR of ViT layer ``i`` by
+    ``decay ** (num_blocks + 1 - i)`` on top of ``backbone_lr_scale``. Each group carries a
+    ``name`` for logging; empty groups are omitted.
     """
-    groups: dict[tuple[str, bool], list] = {}
+    num_blocks = 1 + max((b[1] for n, _ in model.named_parameters() if (b := _block_id(n)) and b[0] == "vit"),
+                         default=-1)
+    groups: dict[tuple[str, bool, int | None], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         part = "head" if name.startswith("head.") else "backbone"
         decay = not (no_decay_norm_bias and _no_decay(name, param))
-        groups.setdefault((part, decay), []).append(param)
+        layer = vit_layer_id(name, num_blocks) if (vit_layer_decay and part == "backbone") else None
+        groups.setdefault((part, decay, layer), []).append(param)
     out = []
-    for (part, decay), params in sorted(groups.items()):
-        out.append({"name": f"{part}_{'decay' if decay else 'no_decay'}", "params": params,
-                    "lr": lr * (backbone_lr_scale if part == "backbone" else 1.0),
-                    "weight_decay": weight_decay if decay else 0.0})
+    for (part, decay, layer), params in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or -1)):
+        scale = backbone_lr_scale if part == "backbone" else 1.0
+        if layer is not None:
+            scale *= vit_layer_decay ** (num_blocks + 1 - layer)
+        suffix = "" if layer is None else f"_vit_layer{layer}"
+        out.append({"name": f"{part}_{'decay' if decay else 'no_decay'}{suffix}", "params": params,
+                    "lr": lr * scale, "weight_decay": weight_decay if decay else 0.0})
     return out

@@ -68,3 +68,16 @@ def test_param_groups_cover_trainable_params_once():
     assert by_name["backbone_decay"]["lr"] == pytest.approx(0.01) and by_name["head_decay"]["lr"] == 0.1
     assert by_name["backbone_no_decay"]["weight_decay"] == 0.0
     torch.optim.SGD(groups, lr=0.1)
+
+
+def test_vit_layer_decay_scales_lr_per_block():
+    model = _detector()  # vit_tiny has 2 blocks -> layers 0 (embed), 1, 2, 3 (final norm)
+    groups = param_groups(model, lr=1.0, vit_layer_decay=0.5)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    vit = model.backbone.vit
+    assert lr_of[id(vit.patch_embed.proj.weight)] == pytest.approx(0.5 ** 3)
+    assert lr_of[id(vit.blocks[0].attn.qkv.weight)] == pytest.approx(0.5 ** 2)
+    assert lr_of[id(vit.blocks[1].mlp.fc1.weight)] == pytest.approx(0.5)
+    assert lr_of[id(vit.norm.weight)] == pytest.approx(1.0)
+    assert lr_of[id(model.backbone.slowfast.slow_conv1.weight)] == 1.0 and lr_of[id(model.head.fc2.weight)] == 1.0
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
