@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from detect.keyframes import (CONVENTIONS, KeyframeRequest, get_convention, every_nth_frame, read_keyframe_keys,
                               requests_from_keys)
-from detect.source import KeyframeSource, VideoSource, open_source, prefetch, video_frame_count
+from detect.source import KeyframeSource, open_source, prefetch, video_frame_count
 from stad.data.formats.acar_pkl import write_acar_pkl
 from stad.data.formats.ava import keyframe_for, write_dense_proposals
 from stad.data.formats.conventions import FrameConvention
@@ -139,8 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     requests = build_requests(args)
     source = open_source(args.source)
-    if isinstance(source, VideoSource) is False and args.every:
-        raise SystemExit("error: --every needs a video file as --source")
     labelmap = read_labelmap(args.labelmap) if args.labelmap else LabelMap((), ())
     from detect.detector import PersonDetector  # imports ultralytics (offline-configured)
 
