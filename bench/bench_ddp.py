@@ -17,6 +17,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _batches(batch: int, clip_len: int, size: int, num_classes: int, count: int, seed: int) -> list:
+def _batches(batch: int, clip_len: int, size: tuple[int, int], num_classes: int, count: int, seed: int) -> list:
     import torch
 
     from stad.data.collate import ClipBatch
@@ -41,7 +42,7 @@ def _batches(batch: int, clip_len: int, size: int, num_classes: int, count: int,
     for _ in range(count):
         boxes = [torch.tensor([[0.1, 0.2, 0.4, 0.9], [0.5, 0.1, 0.8, 0.95], [0.3, 0.3, 0.6, 0.7]]) for _ in range(batch)]
         targets = [(torch.rand(3, num_classes, generator=gen) > 0.7).float() for _ in range(batch)]
-        out.append(ClipBatch(clips=torch.randn(batch, 3, clip_len, size, size, generator=gen), boxes=boxes,
+        out.append(ClipBatch(pixels=torch.randn(batch, 3, clip_len, *size, generator=gen), boxes=boxes,
                              targets=targets, box_scores=[torch.ones(3)] * batch, keys=[("v", 1)] * batch,
                              person_ids=[torch.zeros(3, dtype=torch.long)] * batch, orig_boxes=boxes,
                              orig_sizes=[(240, 320)] * batch))
@@ -60,13 +61,15 @@ def _worker(ctx, steps: int, batch: int, out_file: str) -> None:
     config = load_config(CONFIG)
     checkpoint.seed_everything(config.manual_seed)
     model = builders.build_model(config)
-    model = DistributedDataParallel(model, broadcast_buffers=False)
+    with warnings.catch_warnings():  # broadcast_buffers deprecation (torch 2.14)
+        warnings.simplefilter("ignore", FutureWarning)
+        model = DistributedDataParallel(model, broadcast_buffers=False)
     criterion, _ = builders.build_criterion(config)
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], config.train.optimizer, 1e-3)
     schedule = WarmupLRSchedule(optimizer, config.train.scheduler, 1, steps + 2)
     trainer = Trainer(ctx, model, criterion, optimizer, schedule, torch.amp.GradScaler("cpu", enabled=False))
     clip_len, _ = builders.temporal_sampling(config.train.augmentation)
-    data = _batches(batch, clip_len, 112, config.num_classes, steps + 2, seed=ctx.rank)
+    data = _batches(batch, clip_len, (128, 160), config.num_classes, steps + 2, seed=ctx.rank)
     model.train()
     for i in range(2):  # warm-up (allocator, gloo buffers)
         trainer.step([data[i]], i)
@@ -113,7 +116,7 @@ def main() -> int:
                    f"no GPU; gloo backend, 1 thread per process; shared with other jobs\n"
                    f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
                    f"- workload: toy config's tiny VITSF + ACAR model (configs/toy/vitsf_acar_train.yaml), "
-                   f"synthetic 16x112x112 clips with 3 boxes each, {args.steps} timed steps after 2 warm-up steps\n\n"
+                   f"synthetic 16x128x160 clips with 3 boxes each, {args.steps} timed steps after 2 warm-up steps\n\n"
                    f"{table}\n")
         results = ROOT / "bench" / "RESULTS.md"
         with results.open("a", encoding="utf-8") as handle:

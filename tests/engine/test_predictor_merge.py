@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from stad.engine.predictor import Predictions, Shard, iter_keyframes, merge_shards, write_predictions_csv
+from stad.engine.predictor import (Predictions, Shard, iter_keyframes, merge_shards, predict_shard,
+                                   write_predictions_csv)
 from stad.structures import LabelMap
 
 K = 3
@@ -66,3 +67,31 @@ def test_empty_predictions(tmp_path):
     assert len(empty) == 0 and list(iter_keyframes(empty)) == []
     assert write_predictions_csv(tmp_path / "e.csv", empty, LabelMap((1, 2, 3), ("a", "b", "c"))) == 0
     assert (tmp_path / "e.csv").read_text() == ""
+
+
+def test_predict_shard_with_zero_box_clips_and_original_boxes():
+    from stad.data.collate import ClipBatch
+
+    class Model(torch.nn.Module):
+        def forward(self, clips, boxes):
+            rows = [b.sum(1, keepdim=True) * clips[i].mean() + torch.arange(K) for i, b in enumerate(boxes)]
+            return torch.cat(rows) if rows else torch.zeros(0, K)
+
+    def batch(counts, keys):
+        boxes = [torch.full((n, 4), 0.25) for n in counts]
+        orig = [torch.full((n, 4), 0.5) for n in counts]
+        return ClipBatch(pixels=torch.ones(len(counts), 3, 2, 4, 4), boxes=boxes,
+                         targets=[torch.zeros(n, K) for n in counts], box_scores=[torch.ones(n) for n in counts],
+                         keys=keys, person_ids=[torch.zeros(n, dtype=torch.long) for n in counts],
+                         orig_boxes=orig, orig_sizes=[(8, 8)] * len(counts))
+
+    loader = [batch([2, 0], [("a", 1), ("a", 2)]), batch([0], [("b", 3)]), batch([1], [("b", 4)])]
+    shard = predict_shard(Model(), loader, [5, 6, 7, 8], torch.sigmoid, torch.device("cpu"), K)
+    assert shard.covered.tolist() == [5, 6, 7, 8]
+    p = shard.predictions
+    assert p.sample_index.tolist() == [5, 5, 8] and p.videos == ("a", "a", "b")
+    assert p.timestamps.tolist() == [1, 1, 4]
+    np.testing.assert_array_equal(p.boxes, np.full((3, 4), 0.5, np.float32))  # original, not transformed
+    assert p.scores.shape == (3, K)
+    with pytest.raises(RuntimeError, match="sampler assigned 5"):
+        predict_shard(Model(), loader, [5, 6, 7, 8, 9], torch.sigmoid, torch.device("cpu"), K)
