@@ -69,6 +69,19 @@ class ClipSample:
         return self.boxes * self.boxes.new_tensor([w, h, w, h])
 
 
+_WORKER_SETUP_DONE = False
+
+
+def _limit_opencv_threads_in_workers() -> None:
+    """One OpenCV thread inside DataLoader workers (processes already give the parallelism)."""
+    global _WORKER_SETUP_DONE
+    if not _WORKER_SETUP_DONE and torch.utils.data.get_worker_info() is not None:
+        import cv2
+
+        cv2.setNumThreads(1)
+        _WORKER_SETUP_DONE = True
+
+
 def _filter_scores(kf: Keyframe, min_score: float) -> Keyframe:
     """Keep boxes with score >= min(min_score, best score) (at least one box survives, as mmaction2)."""
     if not len(kf.boxes) or min_score <= 0:
@@ -141,6 +154,7 @@ class ClipDataset(Dataset):
         return clip_indices(kf.mid_frame + offset, self.clip_len, self.frame_stride, last)
 
     def __getitem__(self, index: int) -> ClipSample:
+        _limit_opencv_threads_in_workers()
         kf = self.keyframes[index]
         frames = self.frame_numbers(index)
         height, width = self.source.frame_size(kf.video, kf.format_str, int(frames[len(frames) // 2]))

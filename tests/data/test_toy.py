@@ -93,3 +93,12 @@ def test_yolo_labels_match_normalised_boxes(tiny):
             cls, cx, cy, w, h = line.split()
             assert cls == "0" and 0 < float(w) <= 1 and 0 < float(h) <= 1
             assert 0 <= float(cx) - float(w) / 2 + 1e-6 and float(cx) + float(w) / 2 <= 1 + 1e-6
+
+
+def test_cli(tmp_path, capsys):
+    from stad.data.toy.__main__ import main
+
+    assert main(["--out", str(tmp_path / "cli"), "--size", "tiny", "--workers", "1", "--no-video"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 2 videos" in out and "val: 2 videos" in out
+    assert not (tmp_path / "cli" / "videos").exists() and (tmp_path / "cli" / "annotations" / "val.pkl").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -156,7 +157,8 @@ def generate(out: str | Path, seed: int = 0, size: str | ToySize = "default", wo
         (out / "yolo" / "labels" / split).mkdir(parents=True, exist_ok=True)
     jobs = [(script, out, split, write_video) for split, scripts in splits.items() for script in scripts]
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawn, not fork: forking a process that already runs threads (torch, OpenCV pools) can deadlock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(tqdm(pool.map(_render_job, jobs), total=len(jobs), desc="toy videos", disable=not progress))
     else:
         results = [_render_job(j) for j in tqdm(jobs, desc="toy videos", disable=not progress)]
