@@ -34,6 +34,8 @@ def _head_kwargs(config: Config) -> dict:
 
 
 def _jitter_scale(config: Config) -> float:
+    if config.model.neck.type != "basic":
+        raise ConfigError(f"model.neck.type: only 'basic' (ACAR-Net's RoI neck) exists, got {config.model.neck.type!r}")
     neck = dict(config.model.neck.kwargs)
     if neck.pop("multi_class", True) is not True:
         raise ConfigError("model.neck.kwargs.multi_class: only multi-label (True) is supported")
