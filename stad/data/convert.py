@@ -103,15 +103,28 @@ def cw_to_acar(csv_path: str | Path, out: str | Path, gt_csv: str | Path | None 
 
 
 def multisports_to_ava(gt_path: str | Path, split: str, out_csv: str | Path | None = None,
-                       out_pkl: str | Path | None = None, labelmap_out: str | Path | None = None) -> int:
-    """MultiSports GT pickle -> AVA-style CSV (timestamp = frame number) and/or ACAR pickle."""
+                       out_pkl: str | Path | None = None, labelmap_out: str | Path | None = None,
+                       proposals: str | Path | None = None, min_score: float = 0.0) -> int:
+    """MultiSports GT pickle -> AVA-style CSV (timestamp = frame number) and/or ACAR pickle.
+
+    With ``proposals`` (``MultiSports_box`` pkl) the pickle holds the detector boxes instead,
+    labelled from GT boxes at IoU >= 0.5 (``merge_proposals`` mode ``proposals``).
+    """
     gt = multisports.read_multisports_gt(gt_path)
     labelmap = multisports.multisports_labelmap(gt)
     keyframes = multisports.multisports_keyframes(gt, split)
     if out_csv is not None:
         ava.write_gt_csv(out_csv, keyframes, labelmap)
+    if proposals is not None:
+        videos = multisports.split_videos(gt, split)
+        props = multisports.read_multisports_proposals(proposals, videos)
+        merged = merge_proposals(keyframes, props, "proposals", MULTISPORTS, min_score)
+        keyframes = [kf if kf.format_str == multisports.frame_format(kf.video) else Keyframe(
+            kf.video, kf.timestamp, kf.boxes, kf.labels, kf.mid_frame, *MULTISPORTS.window(
+                kf.timestamp, int(gt["nframes"][kf.video])), multisports.frame_format(kf.video), kf.frame_rate)
+            for kf in merged]
     if out_pkl is not None:
-        acar_pkl.write_acar_pkl(out_pkl, keyframes, labelmap)
+        acar_pkl.write_acar_pkl(out_pkl, keyframes, labelmap, with_scores=proposals is not None)
     if labelmap_out is not None:
         write_labelmap(labelmap, labelmap_out, dialect="item")
     return len(keyframes)
@@ -159,6 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv")
     p.add_argument("--out-pkl")
     p.add_argument("--labelmap-out")
+    p.add_argument("--proposals", help="MultiSports_box proposals pkl: the ACAR pkl gets these boxes")
+    p.add_argument("--min-score", type=float, default=0.0)
     p = sub.add_parser("acar2ava", help="ACAR pkl -> AVA GT CSV")
     p.add_argument("--pkl", required=True)
     p.add_argument("--out", required=True)
@@ -180,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "multisports":
         if not args.out_csv and not args.out_pkl:
             raise SystemExit("multisports: give --out-csv and/or --out-pkl")
-        n = multisports_to_ava(args.gt, args.split, args.out_csv, args.out_pkl, args.labelmap_out)
+        n = multisports_to_ava(args.gt, args.split, args.out_csv, args.out_pkl, args.labelmap_out, args.proposals,
+                               args.min_score)
         print(f"wrote {n} keyframes ({args.split})")
     else:
         n = acar_to_ava(args.pkl, args.out, args.labelmap, args.decimals)

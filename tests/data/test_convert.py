@@ -165,3 +165,21 @@ def test_multisports_errors(tmp_path):
     (tmp_path / "gt.pkl").write_bytes(pickle.dumps(gt))
     with pytest.raises(FormatError, match=r"expected \(n, 5\)"):
         multisports.read_multisports_gt(tmp_path / "gt.pkl")
+
+
+def test_multisports_proposals(tmp_path):
+    gt = _multisports_gt()
+    (tmp_path / "gt.pkl").write_bytes(pickle.dumps(gt))
+    props = {"v_AbCd_c003,101": np.array([[0.33, 0.25, 0.37, 0.55, 0.9], [0.0, 0.0, 0.1, 0.1, 0.2]], np.float32),
+             "basketball/v_AbCd_c003.mp4,140": np.array([[0.1, 0.1, 0.2, 0.2, 0.7]], np.float32)}
+    (tmp_path / "props.pkl").write_bytes(pickle.dumps(props))
+    convert.multisports_to_ava(tmp_path / "gt.pkl", "train", out_pkl=tmp_path / "p.pkl", proposals=tmp_path / "props.pkl")
+    kfs = {kf.key: kf for kf in acar_pkl.read_acar_pkl(tmp_path / "p.pkl")[0]}
+    f101 = kfs[("basketball/v_AbCd_c003", 101)]
+    assert f101.labels == ((3, 48), ()) and f101.boxes.scores.tolist() == pytest.approx([0.9, 0.2])
+    f140 = kfs[("basketball/v_AbCd_c003", 140)]  # proposals only: window and file pattern still MultiSports'
+    assert f140.format_str == "v_AbCd_c003_%06d.jpg" and (f140.start_frame, f140.n_frames) == (115, 36)
+    assert len(kfs[("basketball/v_AbCd_c003", 102)].boxes) == 0
+    (tmp_path / "bad.pkl").write_bytes(pickle.dumps({"v_Unknown_c001,5": np.zeros((1, 5))}))
+    with pytest.raises(FormatError, match=r"1 keys name no video of the split, e.g. \['v_Unknown_c001,5'\]"):
+        convert.multisports_to_ava(tmp_path / "gt.pkl", "train", out_pkl=tmp_path / "x.pkl", proposals=tmp_path / "bad.pkl")

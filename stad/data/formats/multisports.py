@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from stad.data.formats.conventions import MULTISPORTS, FrameConvention
 from stad.data.formats.errors import FormatError
 from stad.io_utils import atomic_pickle
-from stad.structures import Boxes, Keyframe, LabelMap
+from stad.structures import Boxes, Keyframe, KeyframeKey, LabelMap
 
 REQUIRED_KEYS = ("labels", "gttubes", "nframes", "resolution", "train_videos", "test_videos")
 
@@ -117,3 +117,40 @@ def keyframes_to_gttubes(keyframes: Iterable[Keyframe], gt_meta: dict) -> dict[s
 
 def write_multisports_gt(path: str | Path, gt: dict) -> None:
     atomic_pickle(path, gt)
+
+
+def read_multisports_proposals(path: str | Path, videos: Sequence[str]) -> dict[KeyframeKey, Boxes]:
+    """``MultiSports_box/*.pkl`` ``{"clip,frame": (N, 5) normalised [x1, y1, x2, y2, score]}`` -> keys
+    ``(video id, frame)``.
+
+    The clip may be named by its basename (``v_x_c003``), its id (``sport/v_x_c003``) or with
+    ``.mp4``. A name matching no video of ``videos`` raises `FormatError` listing a few (the
+    mmaction2 script silently reuses the previous key instead).
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        data = pickle.load(handle, encoding="latin1")
+    if not isinstance(data, dict):
+        raise FormatError(path, None, None, f"expected a dict 'clip,frame' -> array, got {type(data).__name__}")
+    names: dict[str, str] = {}
+    for video in videos:
+        for alias in (video, f"{video}.mp4", video.rsplit("/", 1)[-1]):
+            if names.setdefault(alias, video) != video:
+                raise FormatError(path, None, None, f"clip name {alias!r} is ambiguous: {names[alias]!r} and {video!r}")
+    out: dict[KeyframeKey, Boxes] = {}
+    unknown = []
+    for text, array in data.items():
+        clip, sep, frame = str(text).rpartition(",")
+        if not sep or clip not in names:
+            unknown.append(str(text))
+            continue
+        arr = np.asarray(array, np.float32)
+        if arr.size == 0:
+            out[(names[clip], int(frame))] = Boxes.empty()
+            continue
+        if arr.ndim != 2 or arr.shape[1] not in (4, 5):
+            raise FormatError(path, None, str(text), f"expected shape (N,5) or (N,4), got {arr.shape}")
+        out[(names[clip], int(frame))] = Boxes(arr[:, :4], arr[:, 4] if arr.shape[1] == 5 else None)
+    if unknown:
+        raise FormatError(path, None, "key", f"{len(unknown)} keys name no video of the split, e.g. {unknown[:3]}")
+    return dict(sorted(out.items()))
