@@ -5,7 +5,7 @@ toy config's tiny dual-stream model with a fixed per-process batch of synthetic 
 memory, so the figure measures compute + gradient communication, not JPEG decoding (that is
 bench_loader's job). Weak scaling: N processes see N times the samples per step.
 
-    python bench/bench_ddp.py [--procs 1 2] [--steps 12] [--batch 4] [--append]
+    python bench/bench_ddp.py [--procs 1 2] [--steps 12] [--batch 4] [--repeats 2] [--append]
 """
 from __future__ import annotations
 
@@ -101,10 +101,14 @@ def main() -> int:
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch", type=int, default=4, help="clips per process per step")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions; the best is kept")
     parser.add_argument("--append", action="store_true", help="append the figures to bench/RESULTS.md")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
-    rates = {n: measure(n, args.steps, args.batch) for n in args.procs}
+    rates: dict[int, float] = {}
+    for _ in range(args.repeats):  # interleaved, best of: other jobs on a shared machine only slow runs down
+        for n in args.procs:
+            rates[n] = max(rates.get(n, 0.0), measure(n, args.steps, args.batch))
     base = rates[args.procs[0]]
     lines = [f"| {n} | {args.batch} | {rate:.2f} | {rate / base:.2f}x |" for n, rate in rates.items()]
     table = "\n".join(["| processes | clips/process/step | samples/s | vs 1 process |", "|---|---|---|---|", *lines])
@@ -116,7 +120,7 @@ def main() -> int:
                    f"no GPU; gloo backend, 1 thread per process; shared with other jobs\n"
                    f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
                    f"- workload: toy config's tiny VITSF + ACAR model (configs/toy/vitsf_acar_train.yaml), "
-                   f"synthetic 16x128x160 clips with 3 boxes each, {args.steps} timed steps after 2 warm-up steps\n\n"
+                   f"synthetic 16x128x160 clips with 3 boxes each, {args.steps} timed steps after 2 warm-up steps, best of {args.repeats} interleaved runs\n\n"
                    f"{table}\n")
         results = ROOT / "bench" / "RESULTS.md"
         with results.open("a", encoding="utf-8") as handle:
