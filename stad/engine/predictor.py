@@ -62,18 +62,34 @@ class Shard:
 
     predictions: Predictions
     covered: np.ndarray  # int64 [C]: dataset index of each processed clip, in order (may repeat)
+    loss_sums: np.ndarray | None = None  # float64 [C]: per clip, sum over its boxes of the mean loss
+
+
+def mean_loss(shards: Sequence[Shard]) -> float | None:
+    """Box-weighted validation loss over each dataset index once (padding copies dropped)."""
+    if any(s.loss_sums is None for s in shards):
+        return None
+    seen: set[int] = set()
+    total, boxes = 0.0, 0
+    for shard in shards:
+        counts = np.bincount(shard.predictions.occurrence, minlength=len(shard.covered))  # boxes per clip
+        for sample, loss, n in zip(shard.covered.tolist(), shard.loss_sums.tolist(), counts.tolist()):
+            if sample not in seen:
+                seen.add(sample)
+                total, boxes = total + loss, boxes + n
+    return total / boxes if boxes else None
 
 
 @torch.no_grad()
 def predict_shard(model: nn.Module, loader: Any, indices: Sequence[int], activation: Callable, device: torch.device,
-                  num_classes: int, progress: Any = None) -> Shard:
+                  num_classes: int, progress: Any = None, criterion: Callable | None = None) -> Shard:
     """Score every box of the batches of ``loader``, whose samples are ``indices`` in order.
 
     ``loader`` must not shuffle: batch i holds ``indices[i*B:(i+1)*B]``. Each clip occurrence's rows
     carry its position in ``indices`` (``sample_index`` holds the dataset index).
     """
     model.eval()
-    parts, offset = [], 0
+    parts, offset, loss_sums = [], 0, []
     for batch in loader:
         n_clips = len(batch.keys)
         batch_indices = list(indices[offset:offset + n_clips])
@@ -86,6 +102,8 @@ def predict_shard(model: nn.Module, loader: Any, indices: Sequence[int], activat
             raise RuntimeError(f"model returned scores {scores.shape}, expected ({sum(counts)}, {num_classes})")
         # write the boxes as given in the annotation, not as transformed into the clip
         boxes = [b.detach().cpu().float().reshape(-1, 4) for b in getattr(batch, "orig_boxes", batch.boxes)]
+        if criterion is not None:  # ACAR's val.with_label: per-clip loss, padding removed at merge
+            loss_sums.extend(_clip_losses(criterion, logits.float(), batch.targets, counts))
         parts.append(Predictions(
             sample_index=np.repeat(np.asarray(batch_indices, np.int64), counts),
             videos=tuple(str(key[0]) for key, n in zip(batch.keys, counts) for _ in range(n)),
@@ -97,7 +115,18 @@ def predict_shard(model: nn.Module, loader: Any, indices: Sequence[int], activat
             progress.update(1)
     if offset != len(indices):
         raise RuntimeError(f"loader produced {offset} samples but the sampler assigned {len(indices)}")
-    return Shard(Predictions.concatenate(parts, num_classes), np.asarray(indices, np.int64))
+    return Shard(Predictions.concatenate(parts, num_classes), np.asarray(indices, np.int64),
+                 np.asarray(loss_sums, np.float64) if criterion is not None else None)
+
+
+def _clip_losses(criterion: Callable, logits: torch.Tensor, targets: Sequence[torch.Tensor],
+                 counts: Sequence[int]) -> list[float]:
+    """For each clip: its boxes' mean loss times their number (0 for a clip without boxes)."""
+    out, start = [], 0
+    for target, n in zip(targets, counts):
+        out.append(float(criterion(logits[start:start + n], target.to(logits)) * n) if n else 0.0)
+        start += n
+    return out
 
 
 def merge_shards(shards: Sequence[Shard], dataset_size: int, num_classes: int) -> Predictions:
@@ -127,7 +156,7 @@ def merge_shards(shards: Sequence[Shard], dataset_size: int, num_classes: int) -
 def gather_to_main(ctx: DistContext, shard: Shard, tmp_dir: Path) -> list[Shard] | None:
     """Every rank saves its shard; rank 0 loads them all after a barrier (others get None)."""
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"predictions": shard.predictions.__dict__, "covered": shard.covered},
+    torch.save({"predictions": shard.predictions.__dict__, "covered": shard.covered, "loss_sums": shard.loss_sums},
                tmp_dir / f"predict_rank{ctx.rank}.pt")
     barrier(ctx)
     if not ctx.is_main:
@@ -136,7 +165,7 @@ def gather_to_main(ctx: DistContext, shard: Shard, tmp_dir: Path) -> list[Shard]
     for rank in range(ctx.world_size):
         part = tmp_dir / f"predict_rank{rank}.pt"
         state = torch.load(part, weights_only=False)
-        shards.append(Shard(Predictions(**state["predictions"]), state["covered"]))
+        shards.append(Shard(Predictions(**state["predictions"]), state["covered"], state["loss_sums"]))
         part.unlink()  # merged in memory; parts of a large val set are big
     return shards
 

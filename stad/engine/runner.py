@@ -17,7 +17,7 @@ from stad.engine.distributed import DistContext, barrier, broadcast_object
 from stad.engine.evaluation import evaluate_csv
 from stad.engine.logs import ScalarWriter, progress, setup_logger
 from stad.engine.optim import WarmupLRSchedule, build_optimizer
-from stad.engine.predictor import gather_to_main, merge_shards, predict_shard, write_predictions_csv
+from stad.engine.predictor import gather_to_main, mean_loss, merge_shards, predict_shard, write_predictions_csv
 from stad.engine.trainer import Trainer, steps_per_epoch
 
 
@@ -80,7 +80,9 @@ def validate(session: Session, epoch: int) -> float | None:
     loader, indices, dataset = _val_loader(session)
     session.logger.info("evaluating epoch %d on %d clips", epoch, len(dataset))
     bar = progress(len(loader), f"val {epoch}", ctx.is_main)
-    shard = predict_shard(session.model, loader, indices, session.activation, ctx.device, config.num_classes, bar)
+    criterion = session.criterion if config.val.with_label else None
+    shard = predict_shard(session.model, loader, indices, session.activation, ctx.device, config.num_classes, bar,
+                          criterion)
     if bar is not None:
         bar.close()
     shards = gather_to_main(ctx, shard, session.result_path / "tmp")
@@ -90,6 +92,10 @@ def validate(session: Session, epoch: int) -> float | None:
         csv_path = session.result_path / f"predict_epoch{epoch}.csv"
         rows = write_predictions_csv(csv_path, merged, builders.labelmap(dataset, config))
         session.logger.info("wrote %d rows (%d boxes) to %s", rows, len(merged), csv_path)
+        loss = mean_loss(shards)
+        if loss is not None:
+            session.logger.info("val loss %.4f", loss)
+            session.writer.add("val/loss", loss, epoch)
         if config.val.eval_mAP is not None:
             summary = evaluate_csv(config.val.eval_mAP, config.capacities, csv_path,
                                    session.result_path / f"eval_epoch{epoch}", session.logger)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from stad.engine.predictor import (Predictions, Shard, iter_keyframes, merge_shards, predict_shard,
+from stad.engine.predictor import (Predictions, Shard, iter_keyframes, mean_loss, merge_shards, predict_shard,
                                    write_predictions_csv)
 from stad.structures import LabelMap
 
@@ -93,5 +93,22 @@ def test_predict_shard_with_zero_box_clips_and_original_boxes():
     assert p.timestamps.tolist() == [1, 1, 4]
     np.testing.assert_array_equal(p.boxes, np.full((3, 4), 0.5, np.float32))  # original, not transformed
     assert p.scores.shape == (3, K)
+    bce = torch.nn.BCEWithLogitsLoss()
+    with_loss = predict_shard(Model(), loader, [5, 6, 7, 8], torch.sigmoid, torch.device("cpu"), K, criterion=bce)
+    assert with_loss.loss_sums.shape == (4,) and with_loss.loss_sums[1] == with_loss.loss_sums[2] == 0.0
+    assert with_loss.loss_sums[0] > 0 and mean_loss([with_loss]) > 0
     with pytest.raises(RuntimeError, match="sampler assigned 5"):
         predict_shard(Model(), loader, [5, 6, 7, 8, 9], torch.sigmoid, torch.device("cpu"), K)
+
+
+def test_validation_loss_counts_each_sample_once():
+    ds = list(range(N_SAMPLES))
+    def with_losses(shard):  # loss sum of clip i = 10 * i per box
+        counts = np.bincount(shard.predictions.occurrence, minlength=len(shard.covered))
+        return Shard(shard.predictions, shard.covered, np.array([10.0 * i * n for i, n in zip(shard.covered, counts)]))
+    expected = sum(10.0 * i * (i % 3) for i in ds) / sum(i % 3 for i in ds)
+    for world in (1, 2, 3):
+        shards = [with_losses(_shard(list(DistributedSampler(ds, num_replicas=world, rank=r, shuffle=False))))
+                  for r in range(world)]
+        assert mean_loss(shards) == pytest.approx(expected)
+    assert mean_loss([_shard(ds)]) is None  # no losses recorded
