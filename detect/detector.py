@@ -294,3 +294,25 @@ def build_untrained_detector(path: str | Path, names: Mapping[int, str], cfg: st
     path.parent.mkdir(parents=True, exist_ok=True)
     yolo.save(str(path))
     return path
+
+
+def load_model_yaml(model: str) -> dict:
+    """An ultralytics model yaml (e.g. ``yolov8n.yaml``) as a dict, with its ``scale`` key filled in."""
+    configure_offline()
+    from ultralytics.nn.tasks import guess_model_scale, yaml_model_load
+
+    cfg = dict(yaml_model_load(model))
+    cfg["scale"] = cfg.get("scale") or guess_model_scale(model) or "n"
+    cfg.pop("yaml_file", None)
+    return cfg
+
+
+def run_training(model: str, **train_args: Any) -> tuple[Path, dict[str, float]]:
+    """ultralytics detection training (offline-configured); returns ``(best .pt, final val metrics)``."""
+    configure_offline()
+    from ultralytics import YOLO
+
+    yolo = YOLO(model, task="detect")
+    metrics = yolo.train(**train_args)
+    best = Path(yolo.trainer.best if Path(yolo.trainer.best).exists() else yolo.trainer.last)
+    return best, {k: float(v) for k, v in getattr(metrics, "results_dict", {}).items()}

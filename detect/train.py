@@ -64,19 +64,13 @@ def resolve_dataset_yaml(path: str | Path, out_dir: Path) -> Path:
 
 def scaled_model_yaml(model: str, out_dir: Path, width: float | None, depth: float | None) -> str:
     """A copy of an ultralytics model yaml with its scale's width/depth multipliers replaced."""
-    from detect.detector import configure_offline
+    from detect.detector import load_model_yaml
 
-    configure_offline()
-    from ultralytics.nn.tasks import guess_model_scale, yaml_model_load
-
-    cfg = yaml_model_load(model)
-    scale = cfg.get("scale") or guess_model_scale(model) or "n"
+    cfg = load_model_yaml(model)
+    scale = cfg["scale"]
     depth0, width0, max_channels = cfg["scales"][scale]
     cfg["scales"] = {scale: [depth if depth else depth0, width if width else width0, max_channels]}
-    cfg["scale"] = scale
-    cfg.pop("yaml_file", None)
-    stem = Path(model).stem
-    out = out_dir / f"{stem}_d{cfg['scales'][scale][0]}_w{cfg['scales'][scale][1]}.yaml"
+    out = out_dir / f"{Path(model).stem}_d{cfg['scales'][scale][0]}_w{cfg['scales'][scale][1]}.yaml"
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, yaml.safe_dump(cfg, sort_keys=False))
     return str(out)
@@ -97,10 +91,7 @@ def train(data: str | Path, model: str, *, epochs: int, imgsz: int = 640, batch:
           width: float | None = None, depth: float | None = None, out: str | Path | None = None,
           overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train; returns ``{"weights": best .pt, "metrics": {...}}`` and copies the best weights to ``out``."""
-    from detect.detector import configure_offline
-
-    configure_offline()
-    from ultralytics import YOLO
+    from detect.detector import run_training
 
     run_dir = Path(project).resolve() / name
     data_yaml = resolve_dataset_yaml(data, run_dir / "config")
@@ -116,10 +107,8 @@ def train(data: str | Path, model: str, *, epochs: int, imgsz: int = 640, batch:
                 project=str(Path(project).resolve()), name=name, exist_ok=True, seed=seed, deterministic=True,
                 plots=False, amp=on_gpu, pretrained=not model.endswith((".yaml", ".yml")), verbose=True)
     args.update(overrides or {})
-    yolo = YOLO(model, task="detect")
-    metrics = yolo.train(**args)
-    best = Path(yolo.trainer.best if Path(yolo.trainer.best).exists() else yolo.trainer.last)
-    summary = {"weights": str(best), "metrics": {k: float(v) for k, v in getattr(metrics, "results_dict", {}).items()},
+    best, metrics = run_training(model, **args)
+    summary = {"weights": str(best), "metrics": metrics,
                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in args.items()}}
     if out:
         out = Path(out)
