@@ -61,19 +61,19 @@ def _sift_up(heap, size, pos, rank):
 
 @njit(cache=True)
 def _stable_sort_desc(heap, size, score_rank, out):
-    """``sorted(heap, key=-score)`` (stable) written to ``out[:size]``."""
-    if size <= 64:
-        for i in range(size):
-            item = heap[i]
-            j = i
-            while j > 0 and score_rank[out[j - 1]] < score_rank[item]:
-                out[j] = out[j - 1]
-                j -= 1
-            out[j] = item
-    else:
-        order = np.argsort(-score_rank[heap[:size]], kind="mergesort")
-        for i in range(size):
-            out[i] = heap[order[i]]
+    """``sorted(heap, key=-score)`` (stable) written to ``out[:size]``.
+
+    Insertion sort fed from the heap's *end*: a min-heap array read backwards is nearly in
+    descending order, so few elements move. An element read later has a smaller heap position,
+    so it goes before equal scores already placed, which keeps Python's stable order.
+    """
+    for n in range(size):
+        item = heap[size - 1 - n]
+        j = n
+        while j > 0 and score_rank[out[j - 1]] <= score_rank[item]:
+            out[j] = out[j - 1]
+            j -= 1
+        out[j] = item
 
 
 @njit(cache=True)
