@@ -213,19 +213,15 @@ class _Prepared:
     def evaluate(self, capacity: int) -> CapacityResult:
         selected, offsets = _select(self.det_group, capacity)
         is_tp = kernels.claim_true_positives(offsets, selected, self.target, self.n_gt_rows)
-        valid = self.valid[selected]
-        selected, is_tp = selected[valid], is_tp[valid]
-        classes = self.det.action_id[selected] - 1
-        bounds, order = kernels.stable_group(classes, len(self.num_gt))
-        scores = self.det.score[selected][order]
-        is_tp = is_tp[order]
+        bounds, scores, is_tp = kernels.gather_by_class(selected, is_tp, self.valid, self.det.action_id,
+                                                        self.det.score, len(self.num_gt))
         ap = np.full(len(self.num_gt), np.nan)
         for c in np.flatnonzero(self.num_gt):
             lo, hi = bounds[c], bounds[c + 1]
             ap[c] = average_precision(scores[lo:hi], is_tp[lo:hi], int(self.num_gt[c]))
         mean_ap = float(np.nanmean(ap)) if np.any(self.num_gt) else float("nan")
         per_class = {class_id: float(ap[class_id - 1]) for class_id in self.labelmap.ids}
-        return CapacityResult(capacity, mean_ap, per_class, int(len(selected)))
+        return CapacityResult(capacity, mean_ap, per_class, int(bounds[-1]))
 
 
 def _as_labelmap(labelmap: LabelMap | str | Path, class_subset: Iterable[int] | None) -> LabelMap:

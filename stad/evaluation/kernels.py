@@ -243,3 +243,29 @@ def stable_group(codes, n_groups):
         order[cursor[c]] = i
         cursor[c] += 1
     return offsets, order
+
+
+@njit(cache=True)
+def gather_by_class(selected, is_tp, valid, action, score, n_classes):
+    """Valid selected rows regrouped class by class, keeping hand-on order inside a class.
+
+    Returns ``(bounds [n_classes+1], scores [M], is_tp [M])``: class index ``c = action - 1``
+    owns ``bounds[c]:bounds[c+1]``, exactly the rows the official evaluator concatenates for it.
+    """
+    counts = np.zeros(n_classes + 1, np.int64)
+    for p in range(len(selected)):
+        r = selected[p]
+        if valid[r]:
+            counts[action[r]] += 1
+    bounds = np.cumsum(counts)
+    cursor = bounds[:-1].copy()
+    out_score = np.empty(bounds[-1], np.float64)
+    out_tp = np.empty(bounds[-1], np.bool_)
+    for p in range(len(selected)):
+        r = selected[p]
+        if valid[r]:
+            c = action[r] - 1
+            out_score[cursor[c]] = score[r]
+            out_tp[cursor[c]] = is_tp[p]
+            cursor[c] += 1
+    return bounds, out_score, out_tp
