@@ -376,7 +376,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--every", type=int, default=1, help="seconds between keyframes (default 1, as AVA)")
     parser.add_argument("--model-fps", type=float, default=30.0,
                         help="frame rate the model was trained at (AVA, toy: 30; Chaotic World: 25)")
-    parser.add_argument("--conf", type=float, default=0.3, help="detector score threshold")
+    parser.add_argument("--conf", type=float, default=0.4, help="detector score threshold")
+    parser.add_argument("--iou", type=float, default=0.6, help="detector NMS IoU threshold (duplicates above it go)")
     parser.add_argument("--imgsz", type=int, help="detector image size (default: the size it was trained at)")
     parser.add_argument("--top-k", type=int, default=3, help="actions printed per person")
     parser.add_argument("--threshold", type=float, default=0.3, help="min score of printed actions (best always shown)")
@@ -412,7 +413,7 @@ def _box_finder(args: argparse.Namespace, info: VideoInfo) -> tuple[Callable, li
     from detect.detector import PersonDetector
 
     detector = PersonDetector(weights, device=args.device, imgsz=args.imgsz or detector_imgsz(weights),
-                              conf=args.conf)
+                              conf=args.conf, iou=args.iou)
     LOGGER.info("%s", detector)
     return (lambda plan, frame: detector.detect([frame])[0]), None
 

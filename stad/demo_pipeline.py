@@ -39,7 +39,7 @@ DETECTOR = Path("checkpoints/toy_person_yolov8n.pt")
 ACAR_CONFIG = Path("configs/toy/demo_acar.yaml")
 LINEAR_CONFIG = Path("configs/toy/demo_linear.yaml")
 DETECTOR_IMGSZ = 320  # the toy detector is trained at 320 (scripts/train_toy_detector.sh)
-PROPOSAL_MIN_SCORE = 0.3  # val.min_score for detector boxes (the best box of a keyframe always stays)
+PROPOSAL_MIN_SCORE = 0.4  # val.min_score for detector boxes (best box of a keyframe always stays); chosen on toy val
 
 
 class StageFailed(RuntimeError):

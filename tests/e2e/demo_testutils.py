@@ -12,15 +12,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "configs" / "toy" / "demo_acar.yaml"
 
-# --set overrides shrinking the demo model and clips to a CPU smoke-test size (64 px, 4 frames)
+# --set overrides shrinking the demo model and clips to a CPU smoke-test size (64 px, 4 frames 4 apart)
 TINY_SETS = (
     "train.n_epochs=1",
     "train.val_freq=1",
     "train.batch_size=2",
     "val.batch_size=2",
-    "train.augmentation.temporal.kwargs.size=8",
-    "val.augmentation.temporal.kwargs.size=8",
-    "model.backbone.sub_kwargs.num_frames=2",
+    "train.augmentation.temporal.kwargs.size=16",
+    "val.augmentation.temporal.kwargs.size=16",
+    "model.backbone.sub_kwargs.num_frames=4",
     "model.backbone.sub_kwargs.img_size=64",
     "train.augmentation.spatial=[{type: Scale, kwargs: {resize: [64, 64]}}, {type: ToTensor, kwargs: {norm_value: 255.}}]",
     "val.augmentation.spatial=[{type: Scale, kwargs: {resize: [64, 64]}}, {type: ToTensor, kwargs: {norm_value: 255.}}]",
