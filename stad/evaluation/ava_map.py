@@ -26,6 +26,7 @@ from stad.structures import LabelMap
 LOG = logging.getLogger(__name__)
 OFFICIAL_CAPACITY = 50
 IOU_THRESHOLD = 0.5
+CAPACITY_CHUNK = 17  # capacities replayed per pass over the rows (bounds the memory of kept rows)
 
 
 @dataclass(frozen=True)
@@ -97,20 +98,29 @@ def _group_by_key(rows: BoxRows) -> _Grouped:
     return _Grouped(keys, offsets, order, tuple_rank, score_rank)
 
 
-def _output_offsets(group: _Grouped, capacity: int) -> np.ndarray:
+def _output_offsets(group: _Grouped, capacities: Sequence[int]) -> np.ndarray:
+    """``[C, K+1]`` start of each key's kept rows, capacity after capacity, in one flat array."""
     counts = np.diff(group.offsets)
-    if capacity >= 1:
-        counts = np.minimum(counts, capacity)
-    out = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
+    offsets = np.zeros((len(capacities), len(counts) + 1), np.int64)
+    base = 0
+    for i, capacity in enumerate(capacities):
+        kept = np.minimum(counts, capacity) if capacity >= 1 else counts
+        offsets[i, 0] = base
+        np.cumsum(kept, out=offsets[i, 1:])
+        offsets[i, 1:] += base
+        base = offsets[i, -1]
+    return offsets
 
 
-def _select(group: _Grouped, capacity: int) -> tuple[np.ndarray, np.ndarray]:
-    offsets = _output_offsets(group, capacity)
-    selected = kernels.select_rows(group.offsets, group.rows, capacity, group.tuple_rank, group.score_rank,
-                                   offsets)
-    return selected, offsets
+def _select(group: _Grouped, capacities: Sequence[int], target: np.ndarray | None = None,
+            n_gt_rows: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kept rows (and their TP flags when ``target`` is given) for each capacity; see `kernels.select_rows`."""
+    offsets = _output_offsets(group, capacities)
+    if target is None:
+        target = np.full(len(group.tuple_rank), -1, np.int64)
+    selected, is_tp = kernels.select_rows(group.offsets, group.rows, np.asarray(capacities, np.int64),
+                                          group.tuple_rank, group.score_rank, offsets, target, n_gt_rows)
+    return selected, is_tp, offsets
 
 
 def average_precision(scores: np.ndarray, is_tp: np.ndarray, num_gt: int) -> float:
@@ -149,7 +159,8 @@ class _Prepared:
 
         gt_group = _group_by_key(gt)
         gt_keep = np.array([k not in excluded for k in gt_group.keys], bool)
-        gt_order, gt_offsets = _select(gt_group, 0)
+        gt_order, _, gt_offsets = _select(gt_group, [0])
+        gt_offsets = gt_offsets[0]
         self.num_gt = self._count_gt(gt, gt_order, gt_offsets, gt_keep)
         gt_index = {k: i for i, k in enumerate(gt_group.keys) if gt_keep[i]}
 
@@ -210,9 +221,13 @@ class _Prepared:
             "gt_keys": len(gt_keys),
         }
 
-    def evaluate(self, capacity: int) -> CapacityResult:
-        selected, offsets = _select(self.det_group, capacity)
-        is_tp = kernels.claim_true_positives(offsets, selected, self.target, self.n_gt_rows)
+    def evaluate(self, capacities: Sequence[int]) -> list[CapacityResult]:
+        """Results for ``capacities``, in that order."""
+        selected, is_tp, offsets = _select(self.det_group, capacities, self.target, self.n_gt_rows)
+        return [self._score(capacity, selected[offsets[i, 0]:offsets[i, -1]], is_tp[offsets[i, 0]:offsets[i, -1]])
+                for i, capacity in enumerate(capacities)]
+
+    def _score(self, capacity: int, selected: np.ndarray, is_tp: np.ndarray) -> CapacityResult:
         bounds, scores, is_tp = kernels.gather_by_class(selected, is_tp, self.valid, self.det.action_id,
                                                         self.det.score, len(self.num_gt))
         ap = np.full(len(self.num_gt), np.nan)
@@ -260,12 +275,12 @@ def evaluate(labelmap: LabelMap | str | Path, groundtruth: str | Path, detection
     LOG.info("parsed and matched %d GT / %d detection rows in %.2fs", len(gt), len(det), time.perf_counter() - start)
     results = {}
     capacities = list(dict.fromkeys(int(c) for c in capacities))
-    iterator = capacities
-    if progress and len(capacities) > 1:
+    chunks = [capacities[i:i + CAPACITY_CHUNK] for i in range(0, len(capacities), CAPACITY_CHUNK)]
+    if progress and len(chunks) > 1:
         from tqdm import tqdm
-        iterator = tqdm(capacities, desc="capacities", unit="cap")
-    for capacity in iterator:
-        results[capacity] = prepared.evaluate(capacity)
+        chunks = tqdm(chunks, desc=f"capacities ({CAPACITY_CHUNK} per step)", unit="step")
+    for chunk in chunks:
+        results.update((r.capacity, r) for r in prepared.evaluate(chunk))
     diagnostics = dict(prepared.diagnostics, seconds=round(time.perf_counter() - start, 3),
                        ignore_keys_without_gt=ignore_keys_without_gt)
     return EvaluationResult(labels, results, diagnostics)

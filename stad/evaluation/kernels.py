@@ -149,25 +149,53 @@ def rank_within_keys(key_offsets, rows_by_key, score, action, y1, x1, y2, x2):
 
 
 @njit(cache=True, parallel=True)
-def select_rows(key_offsets, rows_by_key, capacity, tuple_rank, score_rank, out_offsets):
-    """Rows kept per key, in the order the official evaluator hands them on.
+def select_rows(key_offsets, rows_by_key, capacities, tuple_rank, score_rank, out_offsets, target, n_gt_rows):
+    """Rows kept per key for several capacities, in the order the official evaluator hands them
+    on, and which of them are true positives.
+
+    Each key's ranks are copied to small local arrays once and every capacity is replayed from
+    there (cache-resident), instead of streaming all rows once per capacity.
 
     Args:
         key_offsets: int64 ``[K+1]``; key k owns ``rows_by_key[key_offsets[k]:key_offsets[k+1]]``.
         rows_by_key: int64 ``[N]`` row indices grouped by key, file order inside a key.
-        capacity: rows kept per key (< 1: all).
+        capacities: int64 ``[C]`` rows kept per key (< 1: all).
         tuple_rank, score_rank: int32 ``[N]`` from `rank_within_keys`.
-        out_offsets: int64 ``[K+1]``; cumulative ``min(n_k, capacity)``.
+        out_offsets: int64 ``[C, K+1]``; capacity i's rows of key k start at ``out_offsets[i, k]``.
+        target: int64 ``[N]`` GT row each detection would claim (`match_targets`), -1 for none.
+        n_gt_rows: number of GT rows (size of the claim flags).
     Returns:
-        int64 ``[out_offsets[-1]]`` selected row indices, key by key, descending score.
+        ``(selected int64 [out_offsets[-1, -1]], is_tp bool [same])``; greedy matching: the first
+        detection (in hand-on order) to reach a GT row is its true positive.
     """
-    out = np.empty(out_offsets[-1], np.int64)
+    total = out_offsets[-1, -1]
+    selected = np.empty(total, np.int64)
+    is_tp = np.zeros(total, np.bool_)
+    claimed = np.zeros(n_gt_rows, np.bool_)
     for k in prange(len(key_offsets) - 1):
         rows = rows_by_key[key_offsets[k]:key_offsets[k + 1]]
-        heap = np.empty(out_offsets[k + 1] - out_offsets[k], np.int64)
-        size = _select_one_key(rows, capacity, tuple_rank, score_rank, heap)
-        _stable_sort_desc(heap, size, score_rank, out[out_offsets[k]:out_offsets[k] + size])
-    return out
+        n = len(rows)
+        local = np.arange(n)
+        local_tuple = tuple_rank[rows]
+        local_score = score_rank[rows]
+        heap = np.empty(n, np.int64)
+        ordered = np.empty(n, np.int64)
+        for i in range(len(capacities)):
+            size = _select_one_key(local, capacities[i], local_tuple, local_score, heap)
+            _stable_sort_desc(heap, size, local_score, ordered)
+            base = out_offsets[i, k]
+            for p in range(size):
+                r = rows[ordered[p]]
+                selected[base + p] = r
+                g = target[r]
+                if g >= 0 and not claimed[g]:
+                    claimed[g] = True
+                    is_tp[base + p] = True
+            for p in range(size):
+                g = target[rows[ordered[p]]]
+                if g >= 0:
+                    claimed[g] = False
+    return selected, is_tp
 
 
 @njit(cache=True, inline="always")
@@ -213,20 +241,6 @@ def match_targets(det_offsets, det_rows, det_to_gt_key, gt_offsets, gt_rows, act
             if best >= 0 and best_iou >= iou_threshold:
                 target[r] = best
     return target
-
-
-@njit(cache=True, parallel=True)
-def claim_true_positives(out_offsets, selected, target, n_gt_rows):
-    """Greedy matching in hand-on order: the first detection to reach a GT row is the TP."""
-    is_tp = np.zeros(len(selected), np.bool_)
-    claimed = np.zeros(n_gt_rows, np.bool_)
-    for k in prange(len(out_offsets) - 1):
-        for p in range(out_offsets[k], out_offsets[k + 1]):
-            g = target[selected[p]]
-            if g >= 0 and not claimed[g]:
-                claimed[g] = True
-                is_tp[p] = True
-    return is_tp
 
 
 @njit(cache=True)
