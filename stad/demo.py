@@ -332,13 +332,14 @@ def write_annotated_video(info: VideoInfo, overlays: Sequence[Overlay], out: str
                           progress: bool = True) -> int:
     """Second decode pass: draw the overlay of each frame's time and encode; returns frames written.
 
-    ``snapshot``: also save, as PNG, the annotated keyframe showing the most persons (drawn on the
+    ``snapshot``: also save, as PNG, the annotated keyframe showing the most actions and persons (drawn on the
     frame enlarged ``snapshot_scale`` times, so small videos give a readable picture).
     """
     import cv2
     from tqdm import tqdm
 
-    best = max(overlays, key=lambda o: len(o.boxes), default=None)
+    # the keyframe showing the most actions, then the most persons
+    best = max(overlays, key=lambda o: (sum(len(a) for a in o.actions), len(o.boxes)), default=None)
     snap_frame = int(round(best.time * float(info.fps))) if (snapshot and best is not None) else -1
     fps = float(info.fps)
     with Mp4Writer(out, info.width, info.height, info.fps) as writer, \
@@ -381,7 +382,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--imgsz", type=int, help="detector image size (default: the size it was trained at)")
     parser.add_argument("--top-k", type=int, default=3, help="actions printed per person")
     parser.add_argument("--threshold", type=float, default=0.3, help="min score of printed actions (best always shown)")
-    parser.add_argument("--snapshot", help="also save the annotated keyframe with the most persons as PNG")
+    parser.add_argument("--snapshot", help="also save the annotated keyframe showing the most actions as PNG")
     parser.add_argument("--snapshot-scale", type=float, default=1.0, help="enlarge the snapshot (small videos)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
