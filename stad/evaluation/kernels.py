@@ -148,19 +148,40 @@ def rank_within_keys(key_offsets, rows_by_key, score, action, y1, x1, y2, x2):
     return tuple_rank, score_rank
 
 
+@njit(cache=True)
+def _first_duplicate_group(desc, local_score, local_class, n_classes):
+    """Start (in descending-score order) of the first equal-score group holding two rows of one
+    class, or ``len(desc)``. Above it, a class never has two rows with the same score, so the
+    official hand-on order of each class is simply descending score."""
+    seen = np.full(n_classes + 2, -1, np.int64)
+    start = 0
+    for j in range(len(desc)):
+        if j > 0 and local_score[desc[j]] != local_score[desc[j - 1]]:
+            start = j
+        c = local_class[desc[j]]
+        if seen[c] == start:
+            return start
+        seen[c] = start
+    return len(desc)
+
+
 @njit(cache=True, parallel=True)
-def select_rows(key_offsets, rows_by_key, capacities, tuple_rank, score_rank, out_offsets, target, n_gt_rows):
+def select_rows(key_offsets, rows_by_key, capacities, tuple_rank, score_rank, action, out_offsets,
+                target, n_gt_rows):
     """Rows kept per key for several capacities, in the order the official evaluator hands them
     on, and which of them are true positives.
 
-    Each key's ranks are copied to small local arrays once and every capacity is replayed from
-    there (cache-resident), instead of streaming all rows once per capacity.
+    Fast path: when the capacity cuts between two different scores and no class has two rows of
+    one score above the cut, the kept rows are the top rows by score and their per-class order is
+    descending score, so no heap is needed. Otherwise the official heap is replayed from the
+    key's ranks, copied once to small local arrays (cache-resident) for all capacities.
 
     Args:
         key_offsets: int64 ``[K+1]``; key k owns ``rows_by_key[key_offsets[k]:key_offsets[k+1]]``.
         rows_by_key: int64 ``[N]`` row indices grouped by key, file order inside a key.
         capacities: int64 ``[C]`` rows kept per key (< 1: all).
         tuple_rank, score_rank: int32 ``[N]`` from `rank_within_keys`.
+        action: int64 ``[N]`` class ids (only compared for equality here).
         out_offsets: int64 ``[C, K+1]``; capacity i's rows of key k start at ``out_offsets[i, k]``.
         target: int64 ``[N]`` GT row each detection would claim (`match_targets`), -1 for none.
         n_gt_rows: number of GT rows (size of the claim flags).
@@ -172,27 +193,39 @@ def select_rows(key_offsets, rows_by_key, capacities, tuple_rank, score_rank, ou
     selected = np.empty(total, np.int64)
     is_tp = np.zeros(total, np.bool_)
     claimed = np.zeros(n_gt_rows, np.bool_)
+    n_classes = 0
+    for a in action:
+        n_classes = max(n_classes, a)
     for k in prange(len(key_offsets) - 1):
         rows = rows_by_key[key_offsets[k]:key_offsets[k + 1]]
         n = len(rows)
         local = np.arange(n)
         local_tuple = tuple_rank[rows]
         local_score = score_rank[rows]
+        desc = np.argsort(-local_score, kind="mergesort")
+        tie_free = _first_duplicate_group(desc, local_score, np.clip(action[rows], 0, n_classes + 1), n_classes)
         heap = np.empty(n, np.int64)
         ordered = np.empty(n, np.int64)
         for i in range(len(capacities)):
-            size = _select_one_key(local, capacities[i], local_tuple, local_score, heap)
-            _stable_sort_desc(heap, size, local_score, ordered)
+            capacity = capacities[i]
+            size = n if capacity < 1 or capacity >= n else capacity
+            clean_cut = size == n or local_score[desc[size - 1]] != local_score[desc[size]]
+            if clean_cut and size <= tie_free:
+                order = desc
+            else:
+                size = _select_one_key(local, capacity, local_tuple, local_score, heap)
+                _stable_sort_desc(heap, size, local_score, ordered)
+                order = ordered
             base = out_offsets[i, k]
             for p in range(size):
-                r = rows[ordered[p]]
+                r = rows[order[p]]
                 selected[base + p] = r
                 g = target[r]
                 if g >= 0 and not claimed[g]:
                     claimed[g] = True
                     is_tp[base + p] = True
             for p in range(size):
-                g = target[rows[ordered[p]]]
+                g = target[rows[order[p]]]
                 if g >= 0:
                     claimed[g] = False
     return selected, is_tp
