@@ -112,15 +112,15 @@ def _output_offsets(group: _Grouped, capacities: Sequence[int]) -> np.ndarray:
     return offsets
 
 
-def _select(group: _Grouped, action: np.ndarray, capacities: Sequence[int], target: np.ndarray | None = None,
-            n_gt_rows: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Kept rows (and their TP flags when ``target`` is given) for each capacity; see `kernels.select_rows`."""
+def _select(group: _Grouped, rows: BoxRows, valid: np.ndarray, capacities: Sequence[int],
+            target: np.ndarray | None = None, n_gt_rows: int = 0) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """``((selected, is_tp, kept_class, kept_score), offsets)`` for each capacity; see `kernels.select_rows`."""
     offsets = _output_offsets(group, capacities)
     if target is None:
         target = np.full(len(group.tuple_rank), -1, np.int64)
-    selected, is_tp = kernels.select_rows(group.offsets, group.rows, np.asarray(capacities, np.int64),
-                                          group.tuple_rank, group.score_rank, action, offsets, target, n_gt_rows)
-    return selected, is_tp, offsets
+    kept = kernels.select_rows(group.offsets, group.rows, np.asarray(capacities, np.int64), group.tuple_rank,
+                               group.score_rank, rows.action_id, rows.score, valid, offsets, target, n_gt_rows)
+    return kept, offsets
 
 
 def average_precision(scores: np.ndarray, is_tp: np.ndarray, num_gt: int) -> float:
@@ -159,7 +159,7 @@ class _Prepared:
 
         gt_group = _group_by_key(gt)
         gt_keep = np.array([k not in excluded for k in gt_group.keys], bool)
-        gt_order, _, gt_offsets = _select(gt_group, gt.action_id, [0])
+        (gt_order, *_), gt_offsets = _select(gt_group, gt, np.ones(len(gt), bool), [0])
         gt_offsets = gt_offsets[0]
         self.num_gt = self._count_gt(gt, gt_order, gt_offsets, gt_keep)
         gt_index = {k: i for i, k in enumerate(gt_group.keys) if gt_keep[i]}
@@ -223,13 +223,17 @@ class _Prepared:
 
     def evaluate(self, capacities: Sequence[int]) -> list[CapacityResult]:
         """Results for ``capacities``, in that order."""
-        selected, is_tp, offsets = _select(self.det_group, self.det.action_id, capacities, self.target, self.n_gt_rows)
-        return [self._score(capacity, selected[offsets[i, 0]:offsets[i, -1]], is_tp[offsets[i, 0]:offsets[i, -1]])
-                for i, capacity in enumerate(capacities)]
+        (_, is_tp, kept_class, kept_score), offsets = _select(self.det_group, self.det, self.valid, capacities,
+                                                              self.target, self.n_gt_rows)
+        results = []
+        for i, capacity in enumerate(capacities):
+            part = slice(offsets[i, 0], offsets[i, -1])
+            results.append(self._score(capacity, kept_class[part], kept_score[part], is_tp[part]))
+        return results
 
-    def _score(self, capacity: int, selected: np.ndarray, is_tp: np.ndarray) -> CapacityResult:
-        bounds, scores, is_tp = kernels.gather_by_class(selected, is_tp, self.valid, self.det.action_id,
-                                                        self.det.score, len(self.num_gt))
+    def _score(self, capacity: int, kept_class: np.ndarray, kept_score: np.ndarray,
+               is_tp: np.ndarray) -> CapacityResult:
+        bounds, scores, is_tp = kernels.gather_by_class(kept_class, kept_score, is_tp, len(self.num_gt))
         ap = np.full(len(self.num_gt), np.nan)
         for c in np.flatnonzero(self.num_gt):
             lo, hi = bounds[c], bounds[c + 1]

@@ -166,7 +166,7 @@ def _first_duplicate_group(desc, local_score, local_class, n_classes):
 
 
 @njit(cache=True, parallel=True)
-def select_rows(key_offsets, rows_by_key, capacities, tuple_rank, score_rank, action, out_offsets,
+def select_rows(key_offsets, rows_by_key, capacities, tuple_rank, score_rank, action, score, valid, out_offsets,
                 target, n_gt_rows):
     """Rows kept per key for several capacities, in the order the official evaluator hands them
     on, and which of them are true positives.
@@ -181,17 +181,22 @@ def select_rows(key_offsets, rows_by_key, capacities, tuple_rank, score_rank, ac
         rows_by_key: int64 ``[N]`` row indices grouped by key, file order inside a key.
         capacities: int64 ``[C]`` rows kept per key (< 1: all).
         tuple_rank, score_rank: int32 ``[N]`` from `rank_within_keys`.
-        action: int64 ``[N]`` class ids (only compared for equality here).
+        action: int64 ``[N]`` class ids; score: float64 ``[N]``; valid: bool ``[N]`` (box has area:
+            the official evaluator drops degenerate boxes after the capacity cut).
         out_offsets: int64 ``[C, K+1]``; capacity i's rows of key k start at ``out_offsets[i, k]``.
         target: int64 ``[N]`` GT row each detection would claim (`match_targets`), -1 for none.
         n_gt_rows: number of GT rows (size of the claim flags).
     Returns:
-        ``(selected int64 [out_offsets[-1, -1]], is_tp bool [same])``; greedy matching: the first
-        detection (in hand-on order) to reach a GT row is its true positive.
+        ``(selected int64 [M], is_tp bool [M], kept_class int64 [M], kept_score float64 [M])`` with
+        ``M = out_offsets[-1, -1]``; ``kept_class`` is the class index (id - 1), -1 for a dropped
+        degenerate box. Greedy matching: the first detection (in hand-on order) to reach a GT row
+        is its true positive.
     """
     total = out_offsets[-1, -1]
     selected = np.empty(total, np.int64)
     is_tp = np.zeros(total, np.bool_)
+    kept_class = np.empty(total, np.int64)
+    kept_score = np.empty(total, np.float64)
     claimed = np.zeros(n_gt_rows, np.bool_)
     n_classes = 0
     for a in action:
@@ -220,6 +225,8 @@ def select_rows(key_offsets, rows_by_key, capacities, tuple_rank, score_rank, ac
             for p in range(size):
                 r = rows[order[p]]
                 selected[base + p] = r
+                kept_class[base + p] = action[r] - 1 if valid[r] else -1
+                kept_score[base + p] = score[r]
                 g = target[r]
                 if g >= 0 and not claimed[g]:
                     claimed[g] = True
@@ -228,7 +235,7 @@ def select_rows(key_offsets, rows_by_key, capacities, tuple_rank, score_rank, ac
                 g = target[rows[order[p]]]
                 if g >= 0:
                     claimed[g] = False
-    return selected, is_tp
+    return selected, is_tp, kept_class, kept_score
 
 
 @njit(cache=True, inline="always")
@@ -293,26 +300,24 @@ def stable_group(codes, n_groups):
 
 
 @njit(cache=True)
-def gather_by_class(selected, is_tp, valid, action, score, n_classes):
-    """Valid selected rows regrouped class by class, keeping hand-on order inside a class.
+def gather_by_class(kept_class, kept_score, is_tp, n_classes):
+    """Kept rows regrouped class by class (stable: hand-on order inside a class); class -1 dropped.
 
-    Returns ``(bounds [n_classes+1], scores [M], is_tp [M])``: class index ``c = action - 1``
-    owns ``bounds[c]:bounds[c+1]``, exactly the rows the official evaluator concatenates for it.
+    Returns ``(bounds [n_classes+1], scores [M], is_tp [M])``: class index c owns
+    ``bounds[c]:bounds[c+1]``, exactly the rows the official evaluator concatenates for it.
     """
     counts = np.zeros(n_classes + 1, np.int64)
-    for p in range(len(selected)):
-        r = selected[p]
-        if valid[r]:
-            counts[action[r]] += 1
+    for c in kept_class:
+        if c >= 0:
+            counts[c + 1] += 1
     bounds = np.cumsum(counts)
     cursor = bounds[:-1].copy()
     out_score = np.empty(bounds[-1], np.float64)
     out_tp = np.empty(bounds[-1], np.bool_)
-    for p in range(len(selected)):
-        r = selected[p]
-        if valid[r]:
-            c = action[r] - 1
-            out_score[cursor[c]] = score[r]
+    for p in range(len(kept_class)):
+        c = kept_class[p]
+        if c >= 0:
+            out_score[cursor[c]] = kept_score[p]
             out_tp[cursor[c]] = is_tp[p]
             cursor[c] += 1
     return bounds, out_score, out_tp
