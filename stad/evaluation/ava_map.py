@@ -73,14 +73,11 @@ class EvaluationResult:
 
 @dataclass(frozen=True)
 class _Grouped:
-    """Rows grouped by keyframe key (keys in first-appearance order, rows in file order), with
-    each row's tuple rank and score rank inside its key (see `kernels.rank_within_keys`)."""
+    """Rows grouped by keyframe key (keys in first-appearance order, rows in file order)."""
 
     keys: list[tuple[str, int]]
     offsets: np.ndarray
     rows: np.ndarray
-    tuple_rank: np.ndarray
-    score_rank: np.ndarray
 
 
 def _group_by_key(rows: BoxRows) -> _Grouped:
@@ -93,9 +90,7 @@ def _group_by_key(rows: BoxRows) -> _Grouped:
     offsets, order = kernels.stable_group(codes.astype(np.int64, copy=False), len(uniques))
     first = order[offsets[:-1]]
     keys = list(zip(rows.video_names[rows.video_code[first]].tolist(), rows.timestamp[first].tolist()))
-    tuple_rank, score_rank = kernels.rank_within_keys(offsets, order, rows.score, rows.action_id,
-                                                      rows.y1, rows.x1, rows.y2, rows.x2)
-    return _Grouped(keys, offsets, order, tuple_rank, score_rank)
+    return _Grouped(keys, offsets, order)
 
 
 def _output_offsets(group: _Grouped, capacities: Sequence[int]) -> np.ndarray:
@@ -117,9 +112,9 @@ def _select(group: _Grouped, rows: BoxRows, valid: np.ndarray, capacities: Seque
     """``((selected, is_tp, kept_class, kept_score), offsets)`` for each capacity; see `kernels.select_rows`."""
     offsets = _output_offsets(group, capacities)
     if target is None:
-        target = np.full(len(group.tuple_rank), -1, np.int64)
-    kept = kernels.select_rows(group.offsets, group.rows, np.asarray(capacities, np.int64), group.tuple_rank,
-                               group.score_rank, rows.action_id, rows.score, valid, offsets, target, n_gt_rows)
+        target = np.full(len(rows), -1, np.int64)
+    kept = kernels.select_rows(group.offsets, group.rows, np.asarray(capacities, np.int64), rows.score,
+                               rows.action_id, rows.y1, rows.x1, rows.y2, rows.x2, valid, offsets, target, n_gt_rows)
     return kept, offsets
 
 
@@ -205,8 +200,7 @@ class _Prepared:
         offsets = np.zeros(len(counts) + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
         rows = group.rows[np.repeat(keep, np.diff(group.offsets))]
-        return _Grouped([k for k, kept in zip(group.keys, keep) if kept], offsets, rows,
-                        group.tuple_rank, group.score_rank)
+        return _Grouped([k for k, kept in zip(group.keys, keep) if kept], offsets, rows)
 
     @staticmethod
     def _key_diagnostics(det_keys, keep, gt_keys, excluded) -> dict[str, object]:

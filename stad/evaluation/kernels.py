@@ -124,28 +124,19 @@ def _merge_sort_rows(rows, score, action, y1, x1, y2, x2):
     return a
 
 
-@njit(cache=True, parallel=True)
-def rank_within_keys(key_offsets, rows_by_key, score, action, y1, x1, y2, x2):
-    """Per-row ranks inside its key: of the whole ``(score, action, y1, x1, y2, x2)`` tuple and
-    of the score alone (equal values share a rank). Comparing ranks is comparing Python tuples,
-    so the heap replay for every capacity touches one int array instead of six."""
-    tuple_rank = np.empty(len(score), np.int32)
-    score_rank = np.empty(len(score), np.int32)
-    for k in prange(len(key_offsets) - 1):
-        ordered = _merge_sort_rows(rows_by_key[key_offsets[k]:key_offsets[k + 1]], score, action, y1, x1, y2, x2)
-        t_rank = 0
-        s_rank = 0
-        for p in range(len(ordered)):
-            r = ordered[p]
-            if p > 0:
-                q = ordered[p - 1]
-                if _tuple_less(q, r, score, action, y1, x1, y2, x2):
-                    t_rank += 1
-                if score[q] != score[r]:
-                    s_rank += 1
-            tuple_rank[r] = t_rank
-            score_rank[r] = s_rank
-    return tuple_rank, score_rank
+@njit(cache=True)
+def _local_tuple_rank(rows, score, action, y1, x1, y2, x2):
+    """Rank of each of ``rows``' ``(score, action, y1, x1, y2, x2)`` tuples among them (equal
+    tuples share a rank): comparing ranks is comparing the Python tuples the official heap holds."""
+    s, a, ya, xa, yb, xb = score[rows], action[rows], y1[rows], x1[rows], y2[rows], x2[rows]
+    ordered = _merge_sort_rows(np.arange(len(rows)), s, a, ya, xa, yb, xb)
+    rank = np.empty(len(rows), np.int32)
+    current = 0
+    for p in range(len(ordered)):
+        if p > 0 and _tuple_less(ordered[p - 1], ordered[p], s, a, ya, xa, yb, xb):
+            current += 1
+        rank[ordered[p]] = current
+    return rank
 
 
 @njit(cache=True)
@@ -166,23 +157,24 @@ def _first_duplicate_group(desc, local_score, local_class, n_classes):
 
 
 @njit(cache=True, parallel=True)
-def select_rows(key_offsets, rows_by_key, capacities, tuple_rank, score_rank, action, score, valid, out_offsets,
+def select_rows(key_offsets, rows_by_key, capacities, score, action, y1, x1, y2, x2, valid, out_offsets,
                 target, n_gt_rows):
     """Rows kept per key for several capacities, in the order the official evaluator hands them
     on, and which of them are true positives.
 
     Fast path: when the capacity cuts between two different scores and no class has two rows of
     one score above the cut, the kept rows are the top rows by score and their per-class order is
-    descending score, so no heap is needed. Otherwise the official heap is replayed from the
-    key's ranks, copied once to small local arrays (cache-resident) for all capacities.
+    descending score, so no heap is needed. Otherwise the official heap is replayed on the key's
+    rows, ranked once (lazily, only for keys that need it) into small local arrays shared by all
+    capacities.
 
     Args:
         key_offsets: int64 ``[K+1]``; key k owns ``rows_by_key[key_offsets[k]:key_offsets[k+1]]``.
         rows_by_key: int64 ``[N]`` row indices grouped by key, file order inside a key.
         capacities: int64 ``[C]`` rows kept per key (< 1: all).
-        tuple_rank, score_rank: int32 ``[N]`` from `rank_within_keys`.
-        action: int64 ``[N]`` class ids; score: float64 ``[N]``; valid: bool ``[N]`` (box has area:
-            the official evaluator drops degenerate boxes after the capacity cut).
+        score, action, y1, x1, y2, x2: the rows' fields (float64 / int64 ``[N]``).
+        valid: bool ``[N]``, box has area (the official evaluator drops degenerate boxes after
+            the capacity cut).
         out_offsets: int64 ``[C, K+1]``; capacity i's rows of key k start at ``out_offsets[i, k]``.
         target: int64 ``[N]`` GT row each detection would claim (`match_targets`), -1 for none.
         n_gt_rows: number of GT rows (size of the claim flags).
@@ -205,8 +197,8 @@ def select_rows(key_offsets, rows_by_key, capacities, tuple_rank, score_rank, ac
         rows = rows_by_key[key_offsets[k]:key_offsets[k + 1]]
         n = len(rows)
         local = np.arange(n)
-        local_tuple = tuple_rank[rows]
-        local_score = score_rank[rows]
+        local_score = score[rows]
+        local_tuple = np.empty(0, np.int32)
         desc = np.argsort(-local_score, kind="mergesort")
         tie_free = _first_duplicate_group(desc, local_score, np.clip(action[rows], 0, n_classes + 1), n_classes)
         heap = np.empty(n, np.int64)
@@ -218,6 +210,8 @@ def select_rows(key_offsets, rows_by_key, capacities, tuple_rank, score_rank, ac
             if clean_cut and size <= tie_free:
                 order = desc
             else:
+                if len(local_tuple) != n:
+                    local_tuple = _local_tuple_rank(rows, score, action, y1, x1, y2, x2)
                 size = _select_one_key(local, capacity, local_tuple, local_score, heap)
                 _stable_sort_desc(heap, size, local_score, ordered)
                 order = ordered
