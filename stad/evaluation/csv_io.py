@@ -90,6 +90,17 @@ def _empty_rows(path: Path) -> BoxRows:
 
 
 def _read_fast(path: Path, ncols: int) -> BoxRows | None:
+    """Compiled parse of plain files, else pyarrow; None when the file needs the careful reader."""
+    from stad.evaluation import fast_csv
+
+    parsed = fast_csv.parse(str(path), ncols)
+    if parsed is not None:
+        rows = BoxRows(str(path), *parsed)
+        return rows if _first_bad_row(rows) is None else None
+    return _read_pyarrow(path, ncols)
+
+
+def _read_pyarrow(path: Path, ncols: int) -> BoxRows | None:
     """pyarrow parse; None when the file needs the careful reader (errors, odd values)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv

@@ -136,3 +136,27 @@ def test_parse_capacities():
     assert multi_cap_mAP.parse_capacities("1:3,50,0") == [1, 2, 3, 50, 0]
     with pytest.raises(Exception, match="bad capacity"):
         multi_cap_mAP.parse_capacities("5:1")
+
+
+def test_compiled_parser_equals_python_float(tmp_path):
+    """The compiled fast path must give Python's float() bit for bit, and defer anything unusual."""
+    import numpy as np
+
+    from stad.evaluation import fast_csv
+
+    rng = np.random.default_rng(0)
+    texts = [f"{v:.{d}f}" for v, d in zip(rng.random(3000), rng.integers(0, 15, 3000))]
+    texts += ["0", "1", "0.5", "1.", "0.1", "0.7", "0.3000000000001", "0.12345678901234", "-0.0"]
+    rows = [f"v-{i % 3}_x,{i % 7:04d},{t},{t},{t},{t},{i % 80},{t}" for i, t in enumerate(texts)]
+    path = tmp_path / "p.csv"
+    path.write_text("\n".join(rows) + "\r\n")
+    names, code, ts, x1, y1, x2, y2, action, score = fast_csv.parse(str(path), 8)
+    assert [float(t) for t in texts] == x1.tolist() == score.tolist()
+    assert np.signbit(x1[-1]) and sorted(names) == ["v-0_x", "v-1_x", "v-2_x"]
+    assert names[code].tolist() == [f"v-{i % 3}_x" for i in range(len(texts))]
+    assert ts.tolist() == [i % 7 for i in range(len(texts))]
+    for odd in ("1e-3", " 0.5", "0.1234567890123456", "+0.5", '"0.5"'):
+        path.write_text(f"v,0902,{odd},0.1,0.5,0.6,1,0.5\n")
+        assert fast_csv.parse(str(path), 8) is None
+    path.write_text("v,0902,0.1,0.1,0.5,0.6,1,0.5\nv,0902,0.1,0.1,0.5,0.6,1\n")
+    assert fast_csv.parse(str(path), 8) is None
