@@ -158,10 +158,19 @@ def _parse(buf, n_lines, n_cols, pow10):
     return True, row, video_code, spans[:n_videos], timestamp, numbers, action
 
 
+@njit(cache=True)
+def _count_lines(buf):
+    count = 1
+    for ch in buf:
+        if ch == 10:
+            count += 1
+    return count
+
+
 def parse(path: str, n_cols: int) -> tuple | None:
     """``(video_names, video_code, timestamp, x1, y1, x2, y2, action, score)`` or None (use pyarrow)."""
     buf = np.fromfile(path, dtype=np.uint8)
-    n_lines = int(np.count_nonzero(buf == 10)) + 1
+    n_lines = _count_lines(buf)
     ok, n, code, spans, timestamp, numbers, action = _parse(buf, n_lines, n_cols, _POW10)
     if not ok:
         return None
