@@ -107,14 +107,15 @@ def _output_offsets(group: _Grouped, capacities: Sequence[int]) -> np.ndarray:
     return offsets
 
 
-def _select(group: _Grouped, rows: BoxRows, valid: np.ndarray, capacities: Sequence[int],
+def _select(group: _Grouped, rows: BoxRows, valid: np.ndarray, capacities: Sequence[int], n_classes: int,
             target: np.ndarray | None = None, n_gt_rows: int = 0) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """``((selected, is_tp, kept_class, kept_score), offsets)`` for each capacity; see `kernels.select_rows`."""
     offsets = _output_offsets(group, capacities)
     if target is None:
         target = np.full(len(rows), -1, np.int64)
     kept = kernels.select_rows(group.offsets, group.rows, np.asarray(capacities, np.int64), rows.score,
-                               rows.action_id, rows.y1, rows.x1, rows.y2, rows.x2, valid, offsets, target, n_gt_rows)
+                               rows.action_id, rows.y1, rows.x1, rows.y2, rows.x2, valid, offsets, target, n_gt_rows,
+                               n_classes)
     return kept, offsets
 
 
@@ -145,7 +146,7 @@ class _Prepared:
                  ignore_keys_without_gt: bool) -> None:
         self.labelmap = labelmap
         self.diagnostics: dict[str, object] = {}
-        gt_all_keys = self._all_keys(gt)
+        gt_all_keys = self._all_keys(gt) if ignore_keys_without_gt else set()
         gt = gt.take(self._in_labelmap(gt.action_id))
         det_known = self._in_labelmap(det.action_id)
         self.diagnostics["detections_outside_labelmap"] = self._count_unknown(det.action_id[~det_known])
@@ -154,7 +155,7 @@ class _Prepared:
 
         gt_group = _group_by_key(gt)
         gt_keep = np.array([k not in excluded for k in gt_group.keys], bool)
-        (gt_order, *_), gt_offsets = _select(gt_group, gt, np.ones(len(gt), bool), [0])
+        (gt_order, *_), gt_offsets = _select(gt_group, gt, np.ones(len(gt), bool), [0], max(labelmap.ids))
         gt_offsets = gt_offsets[0]
         self.num_gt = self._count_gt(gt, gt_order, gt_offsets, gt_keep)
         gt_index = {k: i for i, k in enumerate(gt_group.keys) if gt_keep[i]}
@@ -218,6 +219,7 @@ class _Prepared:
     def evaluate(self, capacities: Sequence[int]) -> list[CapacityResult]:
         """Results for ``capacities``, in that order."""
         (_, is_tp, kept_class, kept_score), offsets = _select(self.det_group, self.det, self.valid, capacities,
+                                                              max(self.labelmap.ids),
                                                               self.target, self.n_gt_rows)
         results = []
         for i, capacity in enumerate(capacities):

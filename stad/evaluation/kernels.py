@@ -158,7 +158,7 @@ def _first_duplicate_group(desc, local_score, local_class, n_classes):
 
 @njit(cache=True, parallel=True)
 def select_rows(key_offsets, rows_by_key, capacities, score, action, y1, x1, y2, x2, valid, out_offsets,
-                target, n_gt_rows):
+                target, n_gt_rows, n_classes):
     """Rows kept per key for several capacities, in the order the official evaluator hands them
     on, and which of them are true positives.
 
@@ -178,6 +178,7 @@ def select_rows(key_offsets, rows_by_key, capacities, score, action, y1, x1, y2,
         out_offsets: int64 ``[C, K+1]``; capacity i's rows of key k start at ``out_offsets[i, k]``.
         target: int64 ``[N]`` GT row each detection would claim (`match_targets`), -1 for none.
         n_gt_rows: number of GT rows (size of the claim flags).
+        n_classes: largest class id (rows are already filtered to the label map).
     Returns:
         ``(selected int64 [M], is_tp bool [M], kept_class int64 [M], kept_score float64 [M])`` with
         ``M = out_offsets[-1, -1]``; ``kept_class`` is the class index (id - 1), -1 for a dropped
@@ -190,9 +191,6 @@ def select_rows(key_offsets, rows_by_key, capacities, score, action, y1, x1, y2,
     kept_class = np.empty(total, np.int64)
     kept_score = np.empty(total, np.float64)
     claimed = np.zeros(n_gt_rows, np.bool_)
-    n_classes = 0
-    for a in action:
-        n_classes = max(n_classes, a)
     for k in prange(len(key_offsets) - 1):
         rows = rows_by_key[key_offsets[k]:key_offsets[k + 1]]
         n = len(rows)
