@@ -94,9 +94,8 @@ def _read_fast(path: Path, ncols: int) -> BoxRows | None:
     from stad.evaluation import fast_csv
 
     parsed = fast_csv.parse(str(path), ncols)
-    if parsed is not None:
-        rows = BoxRows(str(path), *parsed)
-        return rows if _first_bad_row(rows) is None else None
+    if parsed is not None:  # the compiled parser already checked every box (as `_first_bad_row`)
+        return BoxRows(str(path), *parsed)
     return _read_pyarrow(path, ncols)
 
 

@@ -7,13 +7,16 @@ column counts, odd characters) makes `parse` return None and the caller falls ba
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from numba import njit
 
 _POW10 = np.array([10.0 ** k for k in range(23)])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _number(buf, pos, end, pow10):
     """Parse ``[-]digits[.digits]`` in ``buf[pos:end]``; returns (value, ok)."""
     negative = False
@@ -44,7 +47,7 @@ def _number(buf, pos, end, pow10):
     return (-value if negative else value), True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _integer(buf, pos, end):
     negative = False
     if pos < end and buf[pos] == 45:
@@ -62,7 +65,7 @@ def _integer(buf, pos, end):
     return (-value if negative else value), True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _hash(buf, start, end):
     h = np.uint64(1469598103934665603)
     for p in range(start, end):
@@ -70,7 +73,7 @@ def _hash(buf, start, end):
     return h
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _same_bytes(buf, a, b, length):
     for i in range(length):
         if buf[a + i] != buf[b + i]:
@@ -78,43 +81,74 @@ def _same_bytes(buf, a, b, length):
     return True
 
 
-@njit(cache=True)
-def _parse(buf, n_lines, n_cols, pow10):
-    """Returns (ok, n_rows, video_code, first_span[V,2], timestamp, numbers[N,5], action)."""
+@njit(cache=True, nogil=True)
+def _count_lines(buf, start, stop):
+    count = 1
+    for p in range(start, stop):
+        if buf[p] == 10:
+            count += 1
+    return count
+
+
+@njit(cache=True, nogil=True)
+def _split_fields(buf, pos, stop, n_cols, bounds):
+    """Field starts of the line ``buf[pos:stop]`` into ``bounds`` (plus ``stop + 1``); False if the
+    line does not have exactly ``n_cols`` fields."""
+    count = 0
+    bounds[0] = pos
+    for p in range(pos, stop):
+        if buf[p] == 44:  # ','
+            count += 1
+            if count >= n_cols:
+                return False
+            bounds[count] = p + 1
+    bounds[n_cols] = stop + 1
+    return count + 1 == n_cols
+
+
+@njit(cache=True, nogil=True)
+def _box_ok(x1, y1, x2, y2):
+    """The box checks of the careful reader (normalised, ordered corners)."""
+    return 0.0 <= x1 <= x2 <= 1.0 and 0.0 <= y1 <= y2 <= 1.0
+
+
+@njit(cache=True, nogil=True)
+def _parse_segment(buf, start, stop, n_cols, pow10):
+    """Parse the lines of ``buf[start:stop]`` (whole lines only).
+
+    Returns ``(ok, n_rows, video_code, spans[V, 2], timestamp, x1, y1, x2, y2, action, score)``;
+    video codes are local to the segment, ``spans`` are the byte ranges of their names in ``buf``.
+    ``ok`` is False for anything the careful reader should look at (odd numbers, wrong column
+    counts, boxes outside [0, 1] or with swapped corners).
+    """
+    n_lines = _count_lines(buf, start, stop)
     video_code = np.empty(n_lines, np.int32)
     timestamp = np.empty(n_lines, np.int64)
-    numbers = np.empty((n_lines, 5), np.float64)
+    x1, y1 = np.empty(n_lines, np.float64), np.empty(n_lines, np.float64)
+    x2, y2 = np.empty(n_lines, np.float64), np.empty(n_lines, np.float64)
+    score = np.ones(n_lines, np.float64)
     action = np.empty(n_lines, np.int64)
-    spans = np.empty((n_lines if n_lines < 1 << 16 else 1 << 16, 2), np.int64)
+    spans = np.empty((min(n_lines, 1 << 16), 2), np.int64)
     codes = dict()
     codes[np.uint64(0)] = np.int32(-1)
     n_videos = 0
     last_start, last_end, last_code = -1, -1, -1
     row = 0
-    pos = 0
-    size = len(buf)
+    pos = start
     bounds = np.empty(9, np.int64)
-    while pos < size:
+    coords = np.empty(4, np.float64)
+    failed = (False, 0, video_code, spans[:0], timestamp, x1, y1, x2, y2, action, score)
+    while pos < stop:
         line_end = pos
-        while line_end < size and buf[line_end] != 10:
+        while line_end < stop and buf[line_end] != 10:
             line_end += 1
-        stop = line_end - 1 if line_end > pos and buf[line_end - 1] == 13 else line_end
-        if stop > pos:
-            # split into fields
-            count = 0
-            bounds[0] = pos
-            for p in range(pos, stop):
-                if buf[p] == 44:
-                    count += 1
-                    if count > 7:
-                        return False, row, video_code, spans, timestamp, numbers, action
-                    bounds[count] = p + 1
-            if count + 1 != n_cols:
-                return False, row, video_code, spans, timestamp, numbers, action
-            bounds[n_cols] = stop + 1
+        end = line_end - 1 if line_end > pos and buf[line_end - 1] == 13 else line_end
+        if end > pos:
+            if not _split_fields(buf, pos, end, n_cols, bounds):
+                return failed
             v_start, v_end = bounds[0], bounds[1] - 1
             if v_end == v_start:
-                return False, row, video_code, spans, timestamp, numbers, action
+                return failed
             if v_end - v_start == last_end - last_start and _same_bytes(buf, v_start, last_start, v_end - v_start):
                 code = last_code
             else:
@@ -123,10 +157,10 @@ def _parse(buf, n_lines, n_cols, pow10):
                     code = codes[key]
                     s0, s1 = spans[code, 0], spans[code, 1]
                     if s1 - s0 != v_end - v_start or not _same_bytes(buf, v_start, s0, v_end - v_start):
-                        return False, row, video_code, spans, timestamp, numbers, action  # hash clash
+                        return failed  # hash clash: let pyarrow do it
                 else:
                     if n_videos == len(spans):
-                        return False, row, video_code, spans, timestamp, numbers, action
+                        return failed
                     code = n_videos
                     codes[key] = np.int32(code)
                     spans[code, 0], spans[code, 1] = v_start, v_end
@@ -135,48 +169,82 @@ def _parse(buf, n_lines, n_cols, pow10):
             video_code[row] = code
             t, ok = _integer(buf, bounds[1], bounds[2] - 1)
             if not ok:
-                return False, row, video_code, spans, timestamp, numbers, action
+                return failed
             timestamp[row] = t
             for f in range(4):
                 value, ok = _number(buf, bounds[2 + f], bounds[3 + f] - 1, pow10)
                 if not ok:
-                    return False, row, video_code, spans, timestamp, numbers, action
-                numbers[row, f] = value
+                    return failed
+                coords[f] = value
+            if not _box_ok(coords[0], coords[1], coords[2], coords[3]):
+                return failed
+            x1[row], y1[row], x2[row], y2[row] = coords[0], coords[1], coords[2], coords[3]
             a, ok = _integer(buf, bounds[6], bounds[7] - 1)
             if not ok:
-                return False, row, video_code, spans, timestamp, numbers, action
+                return failed
             action[row] = a
             if n_cols == 8:
                 value, ok = _number(buf, bounds[7], bounds[8] - 1, pow10)
                 if not ok:
-                    return False, row, video_code, spans, timestamp, numbers, action
-                numbers[row, 4] = value
-            else:
-                numbers[row, 4] = 1.0
+                    return failed
+                score[row] = value
             row += 1
         pos = line_end + 1
-    return True, row, video_code, spans[:n_videos], timestamp, numbers, action
+    return True, row, video_code, spans[:n_videos], timestamp, x1, y1, x2, y2, action, score
 
 
-@njit(cache=True)
-def _count_lines(buf):
-    count = 1
-    for ch in buf:
-        if ch == 10:
-            count += 1
-    return count
+@njit(cache=True, nogil=True)
+def _after_last_newline(buf, start, stop):
+    """Index just after the last ``\\n`` in ``buf[start:stop]``, or ``start`` if there is none."""
+    for p in range(stop - 1, start - 1, -1):
+        if buf[p] == 10:
+            return p + 1
+    return start
 
 
-def parse(path: str, n_cols: int) -> tuple | None:
-    """``(video_names, video_code, timestamp, x1, y1, x2, y2, action, score)`` or None (use pyarrow)."""
-    buf = np.fromfile(path, dtype=np.uint8)
-    n_lines = _count_lines(buf)
-    ok, n, code, spans, timestamp, numbers, action = _parse(buf, n_lines, n_cols, _POW10)
-    if not ok:
+def _read_and_parse(path: str, n_cols: int, segment_bytes: int, workers: int) -> tuple[np.ndarray, list]:
+    """Read ``path`` segment by segment; each segment's whole lines are parsed on a worker thread
+    while the next one is read (the parser releases the GIL), so disk and parsing overlap."""
+    size = os.path.getsize(path)
+    buf = np.empty(size, np.uint8)
+    view = memoryview(buf)
+    futures = []
+    with open(path, "rb", buffering=0) as handle, ThreadPoolExecutor(workers) as pool:
+        filled = parsed_to = 0
+        while filled < size:
+            got = handle.readinto(view[filled:min(size, filled + segment_bytes)])
+            if not got:
+                raise OSError(f"{path}: file shrank while being read ({filled} of {size} bytes)")
+            filled += got
+            cut = size if filled == size else _after_last_newline(buf, parsed_to, filled)
+            if cut > parsed_to:
+                futures.append(pool.submit(_parse_segment, buf, parsed_to, cut, n_cols, _POW10))
+                parsed_to = cut
+        return buf, [future.result() for future in futures]
+
+
+def parse(path: str, n_cols: int, segment_bytes: int = 32 << 20, workers: int | None = None) -> tuple | None:
+    """``(video_names, video_code, timestamp, x1, y1, x2, y2, action, score)`` or None (use pyarrow).
+
+    Video names are numbered by first appearance in the file. ``workers`` parser threads (default:
+    the CPU count) work on ``segment_bytes`` pieces while the file is still being read.
+    """
+    buf, segments = _read_and_parse(path, n_cols, segment_bytes, workers or os.cpu_count() or 1)
+    if not all(segment[0] for segment in segments):
         return None
-    try:
-        names = np.array([bytes(buf[s:e]).decode("utf-8") for s, e in spans], dtype=object)
-    except UnicodeDecodeError:
-        return None
-    cols = [np.ascontiguousarray(numbers[:n, i]) for i in range(5)]
-    return names, code[:n], timestamp[:n], cols[0], cols[1], cols[2], cols[3], action[:n], cols[4]
+    numbers: dict[str, int] = {}
+    columns: list[list[np.ndarray]] = [[] for _ in range(8)]
+    for ok, n, code, spans, *fields in segments:
+        try:
+            local = [bytes(buf[s:e]).decode("utf-8") for s, e in spans]
+        except UnicodeDecodeError:
+            return None
+        lookup = np.array([numbers.setdefault(name, len(numbers)) for name in local] or [0], np.int32)
+        columns[0].append(lookup[code[:n]])
+        for i, field in enumerate(fields, start=1):
+            columns[i].append(field[:n])
+    del buf, segments
+    names = np.array(list(numbers), dtype=object)
+    code, timestamp, x1, y1, x2, y2, action, score = (
+        parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in columns)
+    return names, code, timestamp, x1, y1, x2, y2, action, score

@@ -160,3 +160,39 @@ def test_compiled_parser_equals_python_float(tmp_path):
         assert fast_csv.parse(str(path), 8) is None
     path.write_text("v,0902,0.1,0.1,0.5,0.6,1,0.5\nv,0902,0.1,0.1,0.5,0.6,1\n")
     assert fast_csv.parse(str(path), 8) is None
+
+
+def test_compiled_parser_segments_agree(tmp_path):
+    """Reading in tiny segments (parsed on worker threads while the rest is read) must give the
+    same columns, and the same first-appearance video numbering, as one segment."""
+    import numpy as np
+
+    from stad.evaluation import fast_csv
+
+    rng = np.random.default_rng(1)
+    rows = [f"vid{rng.integers(0, 9)},{rng.integers(0, 2000):04d},0.0{rng.integers(0, 99):02d},0.1,0.9,"
+            f"0.95,{rng.integers(1, 81)},0.{rng.integers(0, 999):03d}" for _ in range(500)]
+    path = tmp_path / "seg.csv"
+    path.write_text("\n".join(rows))  # no final newline: the last segment ends at the end of file
+    whole = fast_csv.parse(str(path), 8, segment_bytes=1 << 20)
+    first_seen = list(dict.fromkeys(r.split(",")[0] for r in rows))
+    assert whole[0].tolist() == first_seen
+    for segment_bytes in (1, 37, 1000):
+        parts = fast_csv.parse(str(path), 8, segment_bytes=segment_bytes, workers=2)
+        assert parts[0].tolist() == first_seen
+        for a, b in zip(parts[1:], whole[1:]):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("row", ["v,0902,0.5,0.1,0.4,0.6,1,0.5", "v,0902,0.1,0.1,0.5,1.5,1,0.5"])
+def test_compiled_parser_defers_bad_boxes(tmp_path, row):
+    """A box the careful reader rejects (swapped corners, outside [0, 1]) is not accepted silently:
+    the compiled parser defers, and read_box_csv names the line and field."""
+    from stad.evaluation import fast_csv
+    from stad.evaluation.csv_io import read_box_csv
+
+    path = tmp_path / "bad.csv"
+    path.write_text("v,0902,0.1,0.1,0.5,0.6,1,0.5\n" + row + "\n")
+    assert fast_csv.parse(str(path), 8) is None
+    with pytest.raises(AvaCsvError, match=r"bad\.csv:2: field '(x1|y2)'"):
+        read_box_csv(path)
