@@ -102,3 +102,106 @@ def test_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "train: 2 videos" in out and "val: 2 videos" in out
     assert not (tmp_path / "cli" / "videos").exists() and (tmp_path / "cli" / "annotations" / "val.pkl").exists()
+
+
+def _keyframe_actors(size: str):
+    """(script, t, states by actor, labelled VisibleActors) of every labelled keyframe of both splits."""
+    from stad.data.toy.generate import SIZES, keyframe_annotations
+    from stad.data.toy.render import LABEL_MIN_VISIBLE, actor_states, visible_actors
+    from stad.data.toy.script import plan_split
+
+    spec = SIZES[size]
+    dims = dict(width=spec.width, height=spec.height, fps=spec.fps, duration=spec.duration)
+    for index, (prefix, n) in enumerate((("toy_train", spec.train_videos), ("toy_val", spec.val_videos))):
+        for script in plan_split(prefix, n, 0, index, **dims):
+            keyframes, _ = keyframe_annotations(script)
+            for kf in keyframes:
+                t = float(kf.timestamp)
+                shown = [a for a in visible_actors(script, t) if a.visible >= LABEL_MIN_VISIBLE]
+                assert [a.labels for a in shown] == [tuple(sorted(x)) for x in kf.labels]
+                yield script, t, {s.actor: s for s in actor_states(script, t)}, shown
+
+
+def _in_relation(actor, other, relation) -> bool:
+    """The relation geometry restated: same lane, partner activity, ahead within range, facing rule."""
+    ahead = (other.x - actor.x) * actor.facing / actor.height
+    facing = -actor.facing if relation.partner_facing == "towards" else actor.facing
+    return (other.actor != actor.actor and other.lane == actor.lane and other.activity == relation.partner_activity
+            and other.facing == facing and relation.min_gap <= ahead <= relation.max_gap)
+
+
+def test_interactions_need_a_partner_outside_the_box_and_decoys_exist():
+    from stad.data.toy.actions import RELATIONS
+    from stad.data.toy.figure import person_box
+    from stad.data.toy.render import PARTNER_MIN_VISIBLE
+
+    index = {name: i for i, (_, name, _) in enumerate(CLASSES)}
+    positives, decoys = Counter(), Counter()
+    for script, t, states, shown in _keyframe_actors("small"):
+        for a in shown:
+            state = states[a.actor]
+            relation = RELATIONS.get(state.activity)
+            carried = [c for c in INTERACTION_CLASSES if index[c] in a.labels]
+            if relation is None:
+                assert not carried, (script.video, t, a)
+                continue
+            partners = [o for o in states.values() if _in_relation(state, o, relation)]
+            if carried:
+                assert carried == [relation.label] and partners, (script.video, t, a)
+                assert a.partner in {p.actor for p in partners} and a.partner_visible >= PARTNER_MIN_VISIBLE
+                mine = person_box(state.points, state.height)
+                theirs = person_box(states[a.partner].points, state.height)
+                separation = max(theirs[0] - mine[2], mine[0] - theirs[2]) / state.height
+                assert separation > 0.05, (script.video, t, a, separation)  # the partner is outside the box
+                positives[relation.label] += 1
+            else:  # a decoy: the same activity (same look and motion), nobody in the relation's geometry
+                assert not partners, (script.video, t, a)
+                decoys[relation.label] += 1
+    for name in INTERACTION_CLASSES:
+        assert positives[name] >= 3 and decoys[name] >= 3, (name, positives, decoys)
+
+
+def _single_group_script(activities, facings, gap, kind, direction=0, speed=0.0, centre=150.0):
+    """A 3 s video with one group on the front lane doing one segment (hand-made, not planned)."""
+    from stad.data.toy.figure import Look
+    from stad.data.toy.script import ActorSpec, Group, Segment, VideoScript, make_lanes
+
+    look = Look((40, 40, 220), (60, 30, 10), (140, 180, 230))
+    actors = [ActorSpec(look, 0.0) for _ in activities]
+    script = VideoScript("v", 320, 240, 30, 3, 0.0, 0.0, 320, make_lanes(320, 240), actors, [], 7)
+    segment = Segment(0.0, 3.0, kind, tuple(activities), tuple(facings), direction, speed, centre, gap)
+    script.groups.append(Group(tuple(range(len(activities))), 1, [segment]))
+    return script
+
+
+@pytest.mark.parametrize("kind,activities,facings,moving", [
+    ("talk", ("talk", "talk"), (1, -1), False),
+    ("handover", ("give", "give"), (1, -1), False),
+    ("push", ("push", "pushed"), (1, -1), True),
+    ("follow", ("walk", "walk"), (1, 1), True),
+])
+def test_decoy_box_shows_exactly_what_the_interacting_box_shows(kind, activities, facings, moving):
+    """The left member of a pair vs the same actor alone at the same place: identical pixels in its
+    box, but only the pair member carries the interaction class (the cue is outside the box)."""
+    from stad.data.toy.actions import PAIR_GAP_RANGE, RELATIONS, SPEED
+    from stad.data.toy.figure import person_box
+    from stad.data.toy.render import actor_states, background, render_frame, visible_actors
+
+    height = 0.54 * 240
+    gap = float(np.mean(PAIR_GAP_RANGE[kind])) * height
+    speed = SPEED.get(activities[0], 0.0) * height if moving else 0.0
+    direction = 1 if moving else 0
+    pair = _single_group_script(activities, facings, gap, kind, direction, speed)
+    alone = _single_group_script(activities[:1], facings[:1], gap, activities[0], direction, speed,
+                                 centre=150.0 - gap / 2)
+    t = 1.0
+    state = actor_states(pair, t)[0]
+    assert state.x == actor_states(alone, t)[0].x
+    x1, y1, x2, y2 = np.round(person_box(state.points, state.height)).astype(int) + np.array([-1, -1, 2, 2])
+    pair_img = render_frame(pair, background(pair), t)
+    alone_img = render_frame(alone, background(alone), t)
+    assert np.array_equal(pair_img[y1:y2, x1:x2], alone_img[y1:y2, x1:x2])
+    assert not np.array_equal(pair_img, alone_img)  # the partner is in the frame, outside the box
+    label = {name: i for i, (_, name, _) in enumerate(CLASSES)}[RELATIONS[activities[0]].label]
+    assert label in visible_actors(pair, t)[0].labels
+    assert label not in visible_actors(alone, t)[0].labels

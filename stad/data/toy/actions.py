@@ -1,19 +1,30 @@
-"""Toy action classes and what each actor "does": per-activity poses and labels.
+"""Toy action classes and what each actor "does": per-activity poses, own labels and relations.
 
-An *activity* is what one actor does during a script segment (``walk``, ``give``, ...). Its labels
-are fixed (table `ACTIVITY_LABELS`), its look comes from `pose_at`. Classes:
+An *activity* is what one actor does during a script segment (``walk``, ``give``, ...). Its own
+labels are fixed (table `ACTIVITY_LABELS`), its look comes from `pose_at`. Classes:
 
 * pose (one frame suffices): stand, sit, lie;
 * motion (need several frames): walk, run, wave, jump - a single frame of a walking leg cycle,
   a raised arm or a crouch is ambiguous with standing/idle poses, the motion is not;
-* interaction (need the other actor): talk-to (facing a partner, gesturing), hand-over (an object
-  travels between two extended hands), push (arms on the partner, who stumbles backwards),
-  follow (walking behind another walker at a fixed gap, same direction).
+* interaction (need the other actor): an actor doing a *relational* activity (`RELATIONS`) carries
+  the interaction class only when a partner stands outside its box in the geometry the relation
+  defines (same depth lane, in front of it at a centre distance within ``[min_gap, max_gap]``
+  standing heights, facing it or walking the same way, doing the partner activity). The same
+  activity without such a partner is a *decoy*: identical box content, no interaction label.
+
+  - talk-to: gesturing while a gesturing partner faces it (decoy: gesturing at empty space or
+    with the only other person behind it);
+  - hand-over: arm held out with a yellow bar whose far end a partner, also reaching, holds (decoy:
+    the same bar held out into empty space);
+  - push: leaning in with arms out, stepping forward, while the partner in front stumbles backwards,
+    arms thrown up (decoy: the same shove with nobody in front);
+  - follow: walking behind another walker going the same way (decoy: a lone walker, a walker with
+    someone following it).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,12 +59,44 @@ ACTIVITY_LABELS: dict[str, tuple[str, ...]] = {
     "stand": ("stand",), "sit": ("sit",), "lie": ("lie",),
     "wave": ("stand", "wave"), "sit_wave": ("sit", "wave"), "jump": ("stand", "jump"),
     "walk": ("stand", "walk"), "run": ("stand", "run"),
-    "talk": ("stand", "talk-to"), "give": ("stand", "hand-over"), "receive": ("stand", "hand-over"),
-    "push": ("stand", "push"), "pushed": ("stand",),
-    "follow": ("stand", "walk", "follow"), "lead": ("stand", "walk"),
+    "talk": ("stand",), "give": ("stand",), "push": ("stand",), "pushed": ("stand",),
 }
 # Speed of the activity, in standing heights per second (0: stays in place).
-SPEED = {"walk": 0.42, "run": 0.8, "push": 0.38, "pushed": 0.38, "follow": 0.42, "lead": 0.42}
+SPEED = {"walk": 0.42, "run": 0.8, "push": 0.3, "pushed": 0.3}
+
+
+@dataclass(frozen=True)
+class Relation:
+    """When an actor doing a relational activity carries the interaction class ``label``.
+
+    A partner must be on the same lane, doing ``partner_activity``, its ground point ``min_gap`` ..
+    ``max_gap`` standing heights in front of the actor (along the actor's facing), and facing the
+    actor (``partner_facing="towards"``) or the same way (``"same"``).
+    """
+
+    label: str
+    partner_activity: str
+    partner_facing: str
+    min_gap: float
+    max_gap: float
+
+    def holds(self, facing: int, partner_activity: str, partner_facing: int, ahead: float) -> bool:
+        """``ahead``: partner x minus actor x, times the actor's facing, in standing heights."""
+        facing_ok = partner_facing == (-facing if self.partner_facing == "towards" else facing)
+        return partner_activity == self.partner_activity and facing_ok and self.min_gap <= ahead <= self.max_gap
+
+
+# Centre distances are chosen so the partner's box never touches the actor's box (tested).
+RELATIONS: dict[str, Relation] = {
+    "talk": Relation("talk-to", "talk", "towards", 0.85, 1.45),
+    "give": Relation("hand-over", "give", "towards", 0.85, 1.45),
+    "push": Relation("push", "pushed", "towards", 0.8, 1.4),
+    "walk": Relation("follow", "walk", "same", 0.8, 1.6),
+}
+# Centre distance (standing heights) the scripts draw for a pair doing a relation: well inside the
+# relation's range, so positives and decoys are not separated by a hair.
+PAIR_GAP_RANGE = {"talk": (0.95, 1.25), "handover": (0.95, 1.25), "push": (0.9, 1.2), "follow": (0.95, 1.3),
+                  "split": (0.9, 1.3), "turned": (0.9, 1.3)}
 
 
 def activity_label_indices(activity: str) -> tuple[int, ...]:
@@ -119,7 +162,7 @@ def pose_at(activity: str, t: float) -> Pose:
         return _wave(_sit(), t)
     if activity == "jump":
         return _jump(t)
-    if activity in ("walk", "follow", "lead"):
+    if activity == "walk":
         return _walk_cycle(t, 1.7, 26.0, 24.0, 15.0)
     if activity == "run":
         p = _walk_cycle(t, 2.6, 46.0, 55.0, 85.0)
@@ -129,22 +172,18 @@ def pose_at(activity: str, t: float) -> Pose:
         return Pose(thighs=(4.0, -4.0), arms=(50 + 30 * gesture, 40 - 30 * gesture),
                     elbows=(70 + 35 * math.sin(2 * math.pi * 2.1 * t), 60.0),
                     head_dy=0.02 * math.sin(2 * math.pi * 3.1 * t))
-    if activity in ("give", "receive"):
-        return Pose(thighs=(6.0, -6.0), arms=(78.0, 30.0), elbows=(8.0, 40.0), lean=4.0)
+    if activity == "give":  # holds a bar out at arm's length
+        bob = 3.0 * math.sin(2 * math.pi * 0.9 * t)
+        return Pose(thighs=(6.0, -6.0), arms=(78.0 + bob, 30.0), elbows=(8.0, 40.0), lean=4.0)
     if activity == "push":
-        p = _walk_cycle(t, 1.1, 22.0, 0.0, 0.0)
-        return replace(p, lean=22.0, arms=(80.0, 74.0), elbows=(10.0, 14.0))
+        p = _walk_cycle(t, 1.1, 22.0, 0.0, 0.0)  # (a negative lean tilts the torso forward)
+        return replace(p, lean=-18.0, arms=(98.0, 92.0), elbows=(10.0, 14.0))
     if activity == "pushed":
         p = _walk_cycle(-t, 1.4, 20.0, 0.0, 0.0)
         flail = 20.0 * math.sin(2 * math.pi * 2.0 * t)
-        return replace(p, lean=-20.0, arms=(125.0 + flail, 105.0 - flail), elbows=(25.0, 25.0))
+        # arms thrown up and back: nothing of the pushed actor reaches towards the pusher's box
+        return replace(p, lean=18.0, arms=(167.0 + flail, 152.0 - flail), elbows=(25.0, 25.0))
     raise KeyError(f"unknown toy activity {activity!r}")
-
-
-def hand_over_object(giver_hand: np.ndarray, receiver_hand: np.ndarray, progress: float) -> np.ndarray:
-    """Object position: held by the giver, carried across in the middle half, then held by the receiver."""
-    u = min(1.0, max(0.0, (progress - 0.25) / 0.5))
-    return (1 - u) * giver_hand + u * receiver_hand
 
 
 LEG_LENGTH = THIGH + SHIN

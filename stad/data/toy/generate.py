@@ -31,8 +31,8 @@ from stad.data.formats import acar_pkl, ava
 from stad.data.formats.conventions import TOY
 from stad.data.formats.labelmap import write_labelmap
 from stad.data.toy.actions import toy_labelmap
-from stad.data.toy.render import (AMBIGUOUS_MIN_VISIBLE, LABEL_MIN_VISIBLE, background, render_frame,
-                                  visible_actors)
+from stad.data.toy.render import (AMBIGUOUS_MIN_VISIBLE, LABEL_MIN_VISIBLE, PARTNER_MIN_VISIBLE, background,
+                                  render_frame, visible_actors)
 from stad.data.toy.script import VideoScript, plan_split
 from stad.io_utils import atomic_write_text
 from stad.structures import Boxes, Keyframe
@@ -70,14 +70,16 @@ class VideoResult:
 
 
 def keyframe_annotations(script: VideoScript) -> tuple[list[Keyframe], list[tuple[str, int]]]:
-    """GT keyframes at t = 1..duration-1 and the keys excluded as unlabelable (a half-visible person)."""
+    """GT keyframes at t = 1..duration-1 and the keys excluded as unlabelable: a half-visible person, or
+    a labelled interaction whose partner is mostly out of view."""
     keyframes, excluded = [], []
     for t in range(1, script.duration):
         actors = visible_actors(script, float(t))
-        if any(AMBIGUOUS_MIN_VISIBLE < a.visible < LABEL_MIN_VISIBLE for a in actors):
+        shown = [a for a in actors if a.visible >= LABEL_MIN_VISIBLE]
+        if any(AMBIGUOUS_MIN_VISIBLE < a.visible < LABEL_MIN_VISIBLE for a in actors) or \
+                any(a.partner_visible < PARTNER_MIN_VISIBLE for a in shown):
             excluded.append((script.video, t))
             continue
-        shown = [a for a in actors if a.visible >= LABEL_MIN_VISIBLE]
         boxes = Boxes(np.array([a.box for a in shown], np.float32).reshape(-1, 4), None,
                       np.array([a.actor for a in shown], np.int64))
         keyframes.append(ava.keyframe_for((script.video, t), boxes, [a.labels for a in shown], TOY,

@@ -2,6 +2,7 @@
 
 Frame ``n`` (1-based) shows time ``(n - 1) / fps``. The background is a wide, muted, low-contrast
 world texture; the camera pans by cropping it. Actors are saturated figures with dark outlines.
+Interaction labels are read off each frame's geometry (`relation_partners`), never off the script.
 """
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from stad.data.toy.actions import activity_label_indices, hand_over_object, pose_at
+from stad.data.toy.actions import CLASSES, RELATIONS, activity_label_indices, pose_at
 from stad.data.toy.figure import LIMB_W, draw_figure, person_box, screen_joints
 from stad.data.toy.script import VideoScript
 
 LABEL_MIN_VISIBLE = 0.35  # visible box fraction needed for a GT box
 AMBIGUOUS_MIN_VISIBLE = 0.2  # between this and the above: keyframe excluded (cannot be labelled)
+PARTNER_MIN_VISIBLE = 0.5  # a labelled interaction whose partner is less visible: keyframe excluded
+_CLASS_INDEX = {name: i for i, (_, name, _) in enumerate(CLASSES)}
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class ActorState:
     facing: int
     points: dict  # screen joints (camera applied)
     lane: int
+    reach: float = 0.0  # "give": px from the actor to where its bar's far end is held (a partner's place)
 
 
 def background(script: VideoScript) -> np.ndarray:
@@ -69,21 +73,49 @@ def actor_states(script: VideoScript, t: float) -> list[ActorState]:
             pose = pose_at(activity, t + script.actors[actor].phase)
             x = centre + offsets[k]
             pts = screen_joints(pose, x - cam, lane.ground_y, lane.height, seg.facings[k])
-            states.append(ActorState(actor, activity, x, lane.ground_y, lane.height, seg.facings[k], pts, group.lane))
+            states.append(ActorState(actor, activity, x, lane.ground_y, lane.height, seg.facings[k], pts, group.lane,
+                                     seg.gap))
     return states
 
 
-def _hand_over_points(script: VideoScript, t: float, states: list[ActorState]) -> list[np.ndarray]:
-    by_actor = {s.actor: s for s in states}
-    objects = []
-    for group in script.groups:
-        seg = group.segment_at(t)
-        if seg.kind != "handover":
+def relation_partners(states: list[ActorState]) -> dict[int, int]:
+    """Actor -> the partner that gives it its interaction class (`actions.RELATIONS`); the nearest wins."""
+    partners = {}
+    for s in states:
+        relation = RELATIONS.get(s.activity)
+        if relation is None:
             continue
-        giver, receiver = by_actor[group.actors[seg.giver]], by_actor[group.actors[1 - seg.giver]]
-        progress = (t - seg.start) / max(1e-6, seg.end - seg.start)
-        objects.append((hand_over_object(giver.points["hand0"], receiver.points["hand0"], progress), giver.height))
-    return objects
+        best = None
+        for other in states:
+            if other.actor == s.actor or other.lane != s.lane:
+                continue
+            ahead = (other.x - s.x) * s.facing / s.height
+            if relation.holds(s.facing, other.activity, other.facing, ahead) and (best is None or ahead < best[0]):
+                best = (ahead, other.actor)
+        if best is not None:
+            partners[s.actor] = best[1]
+    return partners
+
+
+def _bars(states: list[ActorState], partners: dict[int, int], cam: float) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Hand-over bars ``(near end, far end, height)``: between the hands of a hand-over pair, or held
+    out into empty space by a lone "give" (as far as a partner's hand would be)."""
+    by_actor = {s.actor: s for s in states}
+    bars, done = [], set()
+    for s in states:
+        if s.activity != "give" or s.actor in done:
+            continue
+        hand = s.points["hand0"]
+        partner = partners.get(s.actor)
+        if partner is not None and by_actor[partner].activity == "give":
+            bars.append((hand, by_actor[partner].points["hand0"], s.height))
+            done.update((s.actor, partner))
+            continue
+        root = s.x - cam
+        far = np.array([root + s.facing * s.reach - (hand[0] - root), hand[1]])
+        bars.append((hand, far, s.height))
+        done.add(s.actor)
+    return bars
 
 
 def render_frame(script: VideoScript, world: np.ndarray, t: float) -> np.ndarray:
@@ -91,6 +123,7 @@ def render_frame(script: VideoScript, world: np.ndarray, t: float) -> np.ndarray
     cam = int(round(script.cam_x(t)))
     img = np.ascontiguousarray(world[:, cam : cam + script.width])
     states = actor_states(script, t)
+    partners = relation_partners(states)
     for s in states:
         if s.activity in ("sit", "sit_wave"):  # a stool under the hip
             hip = s.points["hip"]
@@ -98,11 +131,11 @@ def render_frame(script: VideoScript, world: np.ndarray, t: float) -> np.ndarray
             top = int(hip[1] + 0.03 * s.height)
             cv2.rectangle(img, (int(hip[0] - half), top), (int(hip[0] + half), int(s.ground_y)), (30, 60, 110), -1)
         draw_figure(img, s.points, script.actors[s.actor].look, s.height, s.facing)
-    for centre, height in _hand_over_points(script, t, states):
-        r = max(2, int(0.045 * height))
-        c = (int(round(centre[0])), int(round(centre[1])))
-        cv2.rectangle(img, (c[0] - r, c[1] - r), (c[0] + r, c[1] + r), (0, 230, 255), -1)
-        cv2.rectangle(img, (c[0] - r, c[1] - r), (c[0] + r, c[1] + r), (20, 20, 20), 1)
+    for near, far, height in _bars(states, partners, script.cam_x(t)):
+        width = max(2, int(round(0.05 * height)))
+        p, q = (int(round(near[0] * 4)), int(round(near[1] * 4))), (int(round(far[0] * 4)), int(round(far[1] * 4)))
+        cv2.line(img, p, q, (20, 20, 20), width + 2, cv2.LINE_AA, shift=2)
+        cv2.line(img, p, q, (0, 230, 255), width, cv2.LINE_AA, shift=2)
     return img
 
 
@@ -112,23 +145,38 @@ class VisibleActor:
     box: np.ndarray  # normalised xyxy, clipped to the frame
     visible: float  # fraction of the full box inside the frame
     labels: tuple[int, ...]
+    activity: str = ""
+    partner: int = -1  # the actor giving it its interaction class, -1: none
+    partner_visible: float = 1.0  # that partner's visible fraction (1 without a partner)
+
+
+def _visible_fraction(full: np.ndarray, size: np.ndarray) -> tuple[float, np.ndarray]:
+    clipped = np.clip(full, 0, size)
+    area = (full[2] - full[0]) * (full[3] - full[1])
+    inside = max(0.0, clipped[2] - clipped[0]) * max(0.0, clipped[3] - clipped[1])
+    return (inside / area if area > 0 else 0.0), clipped
 
 
 def visible_actors(script: VideoScript, t: float) -> list[VisibleActor]:
-    """Actors whose box is at least partly in view at ``t`` (any visibility > 0)."""
-    out = []
+    """Actors whose box is at least partly in view at ``t`` (any visibility > 0), with their labels:
+    own labels of the activity plus the interaction class when `relation_partners` finds a partner."""
     size = np.array([script.width, script.height, script.width, script.height], np.float64)
-    for s in actor_states(script, t):
-        full = person_box(s.points, s.height)
-        clipped = np.clip(full, 0, size)
-        area = (full[2] - full[0]) * (full[3] - full[1])
-        inside = max(0.0, clipped[2] - clipped[0]) * max(0.0, clipped[3] - clipped[1])
-        frac = inside / area if area > 0 else 0.0
-        if frac > 0:
-            out.append(VisibleActor(s.actor, (clipped / size).astype(np.float32), frac,
-                                    activity_label_indices(s.activity)))
+    states = actor_states(script, t)
+    partners = relation_partners(states)
+    seen = {s.actor: _visible_fraction(person_box(s.points, s.height), size) for s in states}
+    out = []
+    for s in states:
+        frac, clipped = seen[s.actor]
+        if frac <= 0:
+            continue
+        labels = activity_label_indices(s.activity)
+        partner = partners.get(s.actor, -1)
+        if partner >= 0:
+            labels = tuple(sorted(labels + (_CLASS_INDEX[RELATIONS[s.activity].label],)))
+        out.append(VisibleActor(s.actor, (clipped / size).astype(np.float32), frac, labels, s.activity, partner,
+                                seen[partner][0] if partner >= 0 else 1.0))
     return sorted(out, key=lambda a: a.actor)
 
 
-__all__ = ["LIMB_W", "background", "actor_states", "render_frame", "visible_actors", "VisibleActor",
-           "LABEL_MIN_VISIBLE", "AMBIGUOUS_MIN_VISIBLE"]
+__all__ = ["LIMB_W", "background", "actor_states", "relation_partners", "render_frame", "visible_actors",
+           "VisibleActor", "LABEL_MIN_VISIBLE", "AMBIGUOUS_MIN_VISIBLE", "PARTNER_MIN_VISIBLE"]

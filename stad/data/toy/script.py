@@ -5,6 +5,11 @@ solo actor or a pair; its timeline is a list of segments of 2-3 s whose boundari
 seconds, so every 1 Hz keyframe sits in the middle of a segment and a clip of +-0.5 s around it
 sees one activity. Activities are drawn with weights that favour the classes seen least so far in
 the split, so every class is well represented. Group positions are continuous in time.
+
+Interactions come from pairs placed in a relation's geometry (`actions.RELATIONS`); their *decoys*
+(the same relational activity without a partner in that geometry: alone, or with the other pair
+member behind it) are balanced like classes, so roughly as many decoys as positives are planned.
+Labels are not taken from the script: the renderer derives them from the geometry of each frame.
 """
 from __future__ import annotations
 
@@ -12,13 +17,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stad.data.toy.actions import ACTIVITY_LABELS, SPEED
+from stad.data.toy.actions import ACTIVITY_LABELS, PAIR_GAP_RANGE, SPEED
 from stad.data.toy.figure import Look
 
-SOLO_ACTIVITIES = ("stand", "sit", "lie", "wave", "sit_wave", "jump", "walk", "run")
-PAIR_ACTIVITIES = ("talk", "handover", "push", "follow", "split")
+SOLO_ACTIVITIES = ("stand", "sit", "lie", "wave", "sit_wave", "jump", "walk", "run", "talk", "give", "push")
+PAIR_ACTIVITIES = ("talk", "handover", "push", "follow", "split", "turned")
 SPLIT_CHOICES = ("stand", "sit", "wave", "sit_wave", "jump")
-PAIR_GAP = {"talk": 0.62, "handover": 0.58, "push": 0.36, "follow": 0.8, "split": 0.66}  # units of H
+TURNED_CHOICES = ("talk", "give")  # "turned" pair: this activity facing away from the other member
+# What the class balancer counts for a relational activity planned without a partner.
+DECOY_TAG = {"talk": "decoy:talk-to", "give": "decoy:hand-over", "push": "decoy:push"}
 SHIRTS = ((40, 40, 220), (220, 90, 30), (40, 170, 40), (0, 140, 255), (200, 40, 200), (220, 200, 0),
           (0, 215, 255), (120, 60, 255), (255, 120, 160), (30, 120, 120))
 PANTS = ((60, 30, 10), (25, 25, 25), (20, 50, 90), (90, 60, 60), (40, 80, 40))
@@ -43,8 +50,7 @@ class Segment:
     direction: int  # -1, 0, +1: how the group centre moves
     speed: float  # px/s
     centre0: float  # world x of the group centre at ``start``
-    gap: float = 0.0  # px between pair members
-    giver: int = 0  # hand-over: which pair member holds the object first
+    gap: float = 0.0  # px between pair members (solo "give": where the bar's far end is)
 
     def centre(self, t: float) -> float:
         return self.centre0 + self.direction * self.speed * (t - self.start)
@@ -98,21 +104,34 @@ def make_lanes(width: int, height: int) -> tuple[Lane, Lane]:
 
 
 class ClassBalancer:
-    """Counts labelled keyframes per class in a split and weighs candidate activities by rarity."""
+    """Counts labelled keyframes per class (and per decoy kind) in a split; weighs candidates by rarity."""
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 
-    def weight(self, activities: tuple[str, ...]) -> float:
-        names = {n for a in activities for n in ACTIVITY_LABELS[a]} - {"stand"}
+    def weight(self, tags: tuple[str, ...]) -> float:
+        names = set(tags) - {"stand"}  # a repeated tag is counted once per box it will label
         if not names:
             return 0.05
         return max(1.0 / (1.0 + self.counts.get(n, 0) / 4.0) ** 2 for n in names)
 
-    def add(self, activities: tuple[str, ...], keyframes: int) -> None:
-        for a in activities:
-            for n in ACTIVITY_LABELS[a]:
-                self.counts[n] = self.counts.get(n, 0) + keyframes
+    def add(self, tags: tuple[str, ...], keyframes: int) -> None:
+        for n in tags:
+            self.counts[n] = self.counts.get(n, 0) + keyframes
+
+
+def planned_tags(kind: str, activities: tuple[str, ...]) -> tuple[str, ...]:
+    """The labels (and decoy kinds) a segment is planned to show, for the class balancer.
+
+    ``kind`` is a pair kind for two activities, else the solo activity itself ("talk" alone is a decoy).
+    """
+    tags = [n for a in activities for n in ACTIVITY_LABELS[a]]
+    interaction = {"talk": "talk-to", "handover": "hand-over", "push": "push", "follow": "follow"}
+    if len(activities) == 2 and kind in interaction:  # talk / hand-over: both members carry the class
+        tags += [interaction[kind]] * (2 if kind in ("talk", "handover") else 1)
+    elif len(activities) == 1 or kind == "turned":
+        tags += [DECOY_TAG[a] for a in activities if a in DECOY_TAG]
+    return tuple(tags)
 
 
 def _segment_bounds(rng: np.random.Generator, duration: int) -> list[tuple[float, float]]:
@@ -132,11 +151,14 @@ def _candidates(group: Group, rng: np.random.Generator) -> list[tuple[str, tuple
         if kind == "talk":
             out.append((kind, ("talk", "talk")))
         elif kind == "handover":
-            out.append((kind, ("give", "receive")))
+            out.append((kind, ("give", "give")))
         elif kind == "push":
             out.append((kind, ("push", "pushed")))
         elif kind == "follow":
-            out.append((kind, ("follow", "lead")))
+            out.append((kind, ("walk", "walk")))
+        elif kind == "turned":
+            other = SPLIT_CHOICES[int(rng.integers(0, len(SPLIT_CHOICES)))]
+            out.append((kind, (TURNED_CHOICES[int(rng.integers(0, len(TURNED_CHOICES)))], other)))
         else:
             out.append((kind, tuple(SPLIT_CHOICES[int(i)] for i in rng.integers(0, len(SPLIT_CHOICES), 2))))
     return out
@@ -144,6 +166,23 @@ def _candidates(group: Group, rng: np.random.Generator) -> list[tuple[str, tuple
 
 def _moving(kind: str) -> bool:
     return kind in ("walk", "run", "push", "follow")
+
+
+def _facings(kind: str, acts: tuple[str, ...], direction: int, moving: bool, n_actors: int,
+             rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Facings of the group's actors (left member first) and the activities in that order."""
+    if n_actors == 1:
+        return ((direction,) if moving else (int(rng.choice([-1, 1])),)), acts
+    if kind in ("talk", "handover", "push"):
+        if kind == "push" and direction < 0:  # the pusher is always the one behind
+            acts = ("pushed", "push")
+        return (1, -1), acts
+    if kind == "follow":
+        return (direction, direction), acts
+    if kind == "turned":  # the relational member faces away from the other one
+        other = int(rng.choice([-1, 1]))
+        return ((-1, other), acts) if rng.random() < 0.5 else ((other, 1), (acts[1], acts[0]))
+    return tuple(int(rng.choice([-1, 1])) for _ in range(n_actors)), acts
 
 
 def _plan_segment(script: VideoScript, group: Group, start: float, end: float, centre: float,
@@ -154,7 +193,7 @@ def _plan_segment(script: VideoScript, group: Group, start: float, end: float, c
     cands = _candidates(group, rng)
     if outside:  # bring people back into view: they enter walking (or running)
         cands = [c for c in cands if _moving(c[0])]
-    weights = np.array([balancer.weight(acts) for _, acts in cands])
+    weights = np.array([balancer.weight(planned_tags(kind, acts)) for kind, acts in cands])
     kind, acts = cands[int(rng.choice(len(cands), p=weights / weights.sum()))]
     if kind == "run" or outside:  # runners cross towards the far side: longest time in view
         direction = 1 if centre < (left + right) / 2 else -1
@@ -165,25 +204,24 @@ def _plan_segment(script: VideoScript, group: Group, start: float, end: float, c
     else:
         direction = int(rng.choice([-1, 1]))
     moving = _moving(kind)
+    gap = 0.0
+    if len(acts) == 2 or kind == "give":  # a lone "give" holds its bar out as far as a pair's would reach
+        gap = float(rng.uniform(*PAIR_GAP_RANGE["handover" if kind == "give" else kind])) * lane.height
+    if len(acts) == 2 and not outside:  # keep both members in view: a cut-off partner makes the keyframe unusable
+        middle = script.cam_x((start + end) / 2) + script.width / 2
+        if moving:
+            direction = 1 if centre < middle else -1
+        else:
+            room = script.width / 2 - gap / 2 - 0.3 * lane.height
+            centre = float(np.clip(centre, middle - room, middle + room)) if room > 0 else middle
     speed = SPEED.get(acts[0], 0.0) * lane.height if moving else 0.0
-    gap = PAIR_GAP.get(kind, 0.0) * lane.height
-    if kind in ("talk", "handover", "push"):
-        facings = (1, -1)
-        if kind == "push" and direction < 0:  # the pusher is always the one behind
-            acts = ("pushed", "push")
-    elif kind == "follow":
-        facings = (direction, direction)
-        if direction < 0:
-            acts = ("lead", "follow")
-    elif moving:
-        facings = (direction,)
-    else:
-        facings = tuple(int(rng.choice([-1, 1])) for _ in group.actors)
-    seg = Segment(start, end, kind, acts, facings, direction if moving else 0, speed, centre, gap,
-                  giver=int(rng.integers(0, 2)))
+    facings, acts = _facings(kind, acts, direction, moving, len(group.actors), rng)
+    seg = Segment(start, end, kind, acts, facings, direction if moving else 0, speed, centre, gap)
+    half = gap / 2 if len(acts) == 2 else 0.0  # a pair counts where both members are in view
     visible = sum(1 for t in range(int(np.ceil(start)), int(np.ceil(end)))
-                  if 0 < t < script.duration and script.cam_x(t) < seg.centre(t) < script.cam_x(t) + script.width)
-    balancer.add(acts, visible)
+                  if 0 < t < script.duration and script.cam_x(t) < seg.centre(t) - half
+                  and seg.centre(t) + half < script.cam_x(t) + script.width)
+    balancer.add(planned_tags(kind, acts), visible)
     return seg
 
 
@@ -202,10 +240,10 @@ def plan_video(video: str, rng: np.random.Generator, balancer: ClassBalancer, wi
     world_width = int(width + abs(pan) * duration + 2 * margin)
     cam_x0 = margin if pan >= 0 else margin + abs(pan) * duration
     lanes = make_lanes(width, height)
-    # Layout: a pair in front, a solo behind, often one more solo or pair.
+    # Layout: a pair in front, a solo behind, often one more solo (either lane) or pair (back lane).
     layout = [(2, 1), (1, 0)]
     if rng.random() < 0.6:
-        layout.append((1 if rng.random() < 0.7 else 2, int(rng.integers(0, 2))))
+        layout.append((1, int(rng.integers(0, 2))) if rng.random() < 0.7 else (2, 0))
     script = VideoScript(video, width, height, fps, duration, cam_x0, pan, world_width, lanes, [], [],
                          int(rng.integers(2**31)))
     used: set[int] = set()
