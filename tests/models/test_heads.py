@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from stad.models.heads import ACARHead, LinearHead, acar_per_clip_reference
+from stad.models.heads.acar import conv1x1, pooled_conv
 from stad.models.neck import RoIBatch, RoINeck
 
 
@@ -35,8 +36,10 @@ def test_batched_acar_head_equals_per_clip_loop(counts, variant):
     assert torch.allclose(batched, loop, atol=1e-5, rtol=1e-5), (batched - loop).abs().max()
 
 
-def test_batched_head_gradients_equal_loop_gradients():
-    head = _head()
+@pytest.mark.parametrize("train", [False, True])
+def test_batched_head_gradients_equal_loop_gradients(train):
+    """Eval mode folds the last HR2O conv into the pooling; training mode runs it in full."""
+    head = _head(relation_dropout=0.0).train(train)
     feats = torch.randn(3, 20, 9, 9, requires_grad=True)
     rois = RoINeck().eval()(_boxes((2, 0, 3)))
     grads = []
@@ -109,3 +112,21 @@ def test_roi_batch_and_neck_jitter():
 def test_acar_head_rejects_too_small_maps():
     with pytest.raises(ValueError, match="at least 3x3"):
         _head()(torch.randn(1, 20, 2, 5), RoINeck()(_boxes((1,))))
+
+
+@pytest.mark.parametrize("kernel, padding", [(3, 1), (1, 0), (3, 0), (5, 2), (3, 2)])
+def test_pooled_conv_equals_mean_of_conv(kernel, padding):
+    conv = torch.nn.Conv2d(6, 4, kernel, padding=padding, bias=False)
+    x = torch.randn(3, 6, 7, 5)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl = x.contiguous(memory_format=layout)
+        assert torch.allclose(pooled_conv(xl, conv), conv(xl).mean((2, 3)), atol=1e-6)
+
+
+def test_conv1x1_equals_conv2d():
+    x = torch.randn(2, 6, 5, 4)
+    w = torch.randn(3, 6, 1, 1)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out = conv1x1(x.contiguous(memory_format=layout), w)
+        assert torch.allclose(out, torch.nn.functional.conv2d(x, w), atol=1e-6)
+        assert torch.allclose(conv1x1(x, w[:, :, 0, 0]), out, atol=1e-6)
