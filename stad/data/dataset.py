@@ -72,14 +72,19 @@ class ClipSample:
 _WORKER_SETUP_DONE = False
 
 
-def _limit_opencv_threads_in_workers() -> None:
-    """One OpenCV thread inside DataLoader workers (processes already give the parallelism)."""
+def _limit_threads_in_workers(source: object) -> None:
+    """One OpenCV thread and single-threaded video decoding inside DataLoader workers (the worker
+    processes already share the cores; extra threads only add switching)."""
     global _WORKER_SETUP_DONE
-    if not _WORKER_SETUP_DONE and torch.utils.data.get_worker_info() is not None:
+    if torch.utils.data.get_worker_info() is None:
+        return
+    if not _WORKER_SETUP_DONE:
         import cv2
 
         cv2.setNumThreads(1)
         _WORKER_SETUP_DONE = True
+    if getattr(source, "decoder_threads", 1) != 1:
+        source.decoder_threads = 1  # type: ignore[attr-defined]
 
 
 def _filter_scores(kf: Keyframe, min_score: float) -> Keyframe:
@@ -154,15 +159,15 @@ class ClipDataset(Dataset):
         return clip_indices(kf.mid_frame + offset, self.clip_len, self.frame_stride, last)
 
     def __getitem__(self, index: int) -> ClipSample:
-        _limit_opencv_threads_in_workers()
+        _limit_threads_in_workers(self.source)
         kf = self.keyframes[index]
         frames = self.frame_numbers(index)
         height, width = self.source.frame_size(kf.video, kf.format_str, int(frames[len(frames) // 2]))
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
         recipe = self.transform.sample(height, width, rng)
         reduction = recipe.geometry.decode_reduction() if self.fast_decode and not self.from_video else 1
-        pixels = self.source.read(kf.video, kf.format_str, frames, reduction, recipe.geometry.resize)
-        clip = recipe.render_uint8(pixels)
+        pixels = self.source.read_frames(kf.video, kf.format_str, frames, reduction, recipe.geometry.resize)
+        clip = recipe.render_uint8(pixels)  # RGB uint8 [3, T, H, W]; normalised per batch
         boxes = recipe.map_boxes(kf.boxes.xyxy)
         keep = self._visible(kf, recipe)
         targets = kf.multi_hot(self.num_classes)

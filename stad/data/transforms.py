@@ -3,10 +3,12 @@
 A transform pipeline does not touch pixels step by step. Each geometric step (scale, crop, flip)
 edits a small `Geometry` plan - "resize the whole frame to (rw, rh), cut the integer window
 (x0, y0, w, h), mirror or not" - drawn once per clip, so every frame of the clip gets the same
-random parameters and the boxes get exactly the mapping the pixels get. `Recipe.render` then does
-one ``cv2.resize`` per frame (after a reduced-size JPEG decode when the plan downscales by >= 2),
-one crop/flip on the stack, and one fused colour/normalise step in torch, giving an RGB float
-clip ``[3, T, H, W]``.
+random parameters and the boxes get exactly the mapping the pixels get. `Recipe.render_uint8` then
+takes each distinct frame once through one ``cv2.resize`` (skipped when the source already
+resized it, after a reduced-size JPEG decode when the plan downscales by >= 2), a crop view, an
+optional mirror and one ``cv2.split`` that writes the BGR pixels as RGB planes straight into the
+``uint8 [3, T, H, W]`` clip; colour jitter (when drawn) runs in torch and normalisation is left for
+the batch (`Normalization.apply`, on the device the batch goes to).
 
 Names accepted in configs (`from_acar_spec`) follow ACAR-Net's ``spatial_transforms``: ``Scale``,
 ``CenterCrop``, ``CornerCrop``, ``RandomHorizontalFlip``, ``ScaleJitteringRandomCrop``, ``ToTensor``,
@@ -17,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -118,14 +121,15 @@ class Recipe:
     def map_boxes(self, boxes: np.ndarray) -> np.ndarray:
         return self.geometry.map_boxes(boxes)
 
-    def render_uint8(self, frames_bgr: np.ndarray) -> torch.Tensor:
-        """BGR ``uint8 [T, h, w, 3]`` (source frames, maybe reduced) -> RGB ``uint8 [3, T, H, W]``.
+    def render_uint8(self, frames_bgr: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+        """BGR ``uint8 [T, h, w, 3]`` (source frames, maybe reduced or already resized to
+        ``geometry.resize``; a stack or a list in which a repeated frame is the same array)
+        -> RGB ``uint8 [3, T, H, W]``.
 
         Geometry and colour are applied; normalisation is left to `normalization` so batches can
         travel (from workers, to the GPU) as uint8, 4x smaller than float.
         """
-        pixels = render_geometry(frames_bgr, self.geometry)  # [T, H, W, 3] BGR
-        clip = torch.from_numpy(np.ascontiguousarray(pixels[..., ::-1].transpose(3, 0, 1, 2)))  # RGB
+        clip = torch.from_numpy(render_frames(frames_bgr, self.geometry))
         if not self.color.is_identity:
             clip = apply_color(clip.float(), self.color, 255.0).round_().to(torch.uint8)
         return clip
@@ -135,8 +139,44 @@ class Recipe:
         return self.normalization.apply(self.render_uint8(frames_bgr))
 
 
+def render_frames(frames_bgr: np.ndarray | Sequence[np.ndarray], geometry: Geometry) -> np.ndarray:
+    """Apply the plan frame by frame: BGR ``[h, w, 3]`` frames -> RGB ``uint8 [3, T, out_h, out_w]``.
+
+    Equal to `render_geometry` followed by BGR->RGB and a channels-first transpose (tested), without
+    the intermediate stacks: each distinct frame is resized (if not already), cut and mirrored as a
+    view, and split into the three output planes; a repeated frame object is copied plane-wise.
+    """
+    frames = list(frames_bgr)  # keeps every view alive, so equal ids mean the same frame
+    rw, rh = geometry.resize
+    (ow, oh), x0, y0 = geometry.out, geometry.x0, geometry.y0
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(rw, x0 + ow), min(rh, y0 + oh)  # window in the frame
+    inside = sx1 > sx0 and sy1 > sy0
+    padded = not inside or sx0 != x0 or sy0 != y0 or sx1 != x0 + ow or sy1 != y0 + oh
+    out = (np.zeros if padded else np.empty)((3, len(frames), oh, ow), np.uint8)
+    dy0, dy1 = sy0 - y0, sy1 - y0
+    dx0, dx1 = sx0 - x0, sx1 - x0
+    if geometry.flip:
+        dx0, dx1 = ow - dx1, ow - dx0
+    first_use: dict[int, int] = {}
+    for t, img in enumerate(frames):
+        seen = first_use.setdefault(id(img), t)
+        if seen != t:
+            out[:, t] = out[:, seen]
+            continue
+        if not inside:
+            continue
+        if img.shape[0] != rh or img.shape[1] != rw:
+            img = resize_frame(img, (rw, rh))
+        window = img[sy0:sy1, sx0:sx1]
+        if geometry.flip:
+            window = cv2.flip(window, 1)
+        cv2.split(window, [out[2, t, dy0:dy1, dx0:dx1], out[1, t, dy0:dy1, dx0:dx1], out[0, t, dy0:dy1, dx0:dx1]])
+    return out
+
+
 def render_geometry(frames: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Apply the plan to a BGR stack ``[T, h, w, 3]`` -> ``[T, out_h, out_w, 3]`` uint8."""
+    """Apply the plan to a BGR stack ``[T, h, w, 3]`` -> ``[T, out_h, out_w, 3]`` uint8 (reference
+    implementation of `render_frames`, kept for tests and callers that want channels-last)."""
     rw, rh = geometry.resize
     if frames.shape[2] != rw or frames.shape[1] != rh:
         frames = np.stack([resize_frame(f, (rw, rh)) for f in frames])
