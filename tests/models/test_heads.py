@@ -34,6 +34,9 @@ def test_batched_acar_head_equals_per_clip_loop(counts, variant):
         loop = acar_per_clip_reference(head, feats, rois)
     assert batched.shape == (sum(counts), 7)
     assert torch.allclose(batched, loop, atol=1e-5, rtol=1e-5), (batched - loop).abs().max()
+    with torch.no_grad():
+        loop_fast_kernels = acar_per_clip_reference(head, feats, rois, fast_kernels=True)
+    assert torch.allclose(loop_fast_kernels, loop, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("train", [False, True])

@@ -9,10 +9,12 @@ that clip at each position) -> global average pool. Here all clips are processed
 
 * conv1 is 1x1 over ``[context, actor]`` so it splits into ``W_ctx * context`` (once per clip)
   plus ``W_act * actor`` (once per box, a vector); the 2R-channel tiled tensor never exists;
-* HR2O attends between actors of the same clip through a padded ``[clips, max_boxes]`` layout
-  with padded keys masked out; clips without boxes are skipped entirely;
-* the per-box convolutions run in channels-last layout (measurably faster on CPU with oneDNN;
-  a layout choice only, numerically the same operation).
+* HR2O attends between actors of the same clip in a padded ``[clips * h * w, max_boxes, C]`` layout,
+  two batched matmuls with padded keys masked out; clips without boxes are skipped entirely;
+* in eval mode the last HR2O output conv is folded into the global average pool (a conv is
+  linear, so the mean of its output needs only per-tap sums of its input): one 3x3 conv fewer;
+* the per-box convolutions run in channels-last layout and the 1x1 convolutions go through
+  oneDNN (:func:`conv1x1`): layout and kernel choices only, numerically the same operations.
 
 :func:`acar_per_clip_reference` keeps ACAR-Net's per-clip loop for tests and benchmarks.
 """
@@ -30,8 +32,9 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Bias-free 1x1 convolution: x [B, C_in, H, W], weight [C_out, C_in] or [C_out, C_in, 1, 1] -> [B, C_out, H, W].
 
     On CPU it passes ``dilation=2``, which cannot change a 1x1 convolution but makes PyTorch pick
-    oneDNN: for 1x1 kernels with one thread and a batch < 16 it otherwise uses im2col + BLAS, measured
-    2.3x slower on this project's CPU (AMD EPYC, where MKL does not run its AVX-512 kernels).
+    oneDNN: for 1x1 kernels with one thread and a batch < 16 it otherwise uses its im2col + BLAS
+    path, measured 2.3x slower for conv_reduce (2304 -> 1024 channels, 8 x 16 x 16, channels-last)
+    on this project's 2-core AMD EPYC CPU.
     """
     weight = weight.reshape(weight.shape[0], -1, 1, 1)
     return F.conv2d(x, weight, dilation=2 if x.device.type == "cpu" else 1)
@@ -50,7 +53,9 @@ def pooled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     # reach[a, i] = 1 if input row i is read by kernel row a for some output row (i = o + a - p, 0 <= o < out_h)
     rows = _tap_reach(k_h, height, p_h, out_h, x)  # [k_h, h]
     cols = _tap_reach(k_w, width, p_w, out_w, x)  # [k_w, w]
-    sums = torch.matmul(torch.matmul(rows, x), cols.t())  # [N, C, k_h, k_w]
+    tokens = x.permute(0, 2, 3, 1).reshape(x.shape[0], height, -1)  # [N, h, w*C], a view if channels-last
+    row_sums = torch.matmul(rows, tokens).view(x.shape[0], k_h, width, -1)  # [N, k_h, w, C]
+    sums = torch.matmul(cols, row_sums).permute(0, 3, 1, 2)  # [N, C, k_h, k_w]
     return F.linear(sums.flatten(1), conv.weight.flatten(1)) / (out_h * out_w)
 
 
@@ -61,10 +66,12 @@ def _tap_reach(kernel: int, size: int, padding: int, out_size: int, like: torch.
 
 
 class PaddedLayout:
-    """Index bookkeeping to move per-RoI tensors [N, ...] to [clips, M, ...] and back.
+    """Index bookkeeping to move per-RoI maps [N, C, h, w] to padded per-clip token sets and back.
 
-    Only clips with at least one RoI get a row. RoIs must be grouped by clip in clip order
-    (as :class:`~stad.models.neck.RoINeck` produces them).
+    The padded layout is [rows * h * w, M, C]: for every clip with at least one RoI (a row) and every
+    position, the M (= most RoIs in a clip) actor vectors, so attention between the actors of each
+    clip at each position is one batched matmul. RoIs must be grouped by clip in clip order (as
+    :class:`~stad.models.neck.RoINeck` produces them).
     """
 
     def __init__(self, counts: tuple[int, ...], device: torch.device):
@@ -72,23 +79,27 @@ class PaddedLayout:
         self.num_rows = len(nonempty)
         self.width = max(nonempty, default=0)
         counts_t = torch.tensor(nonempty, dtype=torch.long, device=device)
-        row = torch.repeat_interleave(torch.arange(self.num_rows, device=device), counts_t)
+        self.row = torch.repeat_interleave(torch.arange(self.num_rows, device=device), counts_t)  # [N]
         starts = torch.cumsum(counts_t, 0) - counts_t
-        slot = torch.arange(int(counts_t.sum()), device=device) - starts[row]
-        self.flat_index = row * self.width + slot  # [N] position in the padded [rows*M] layout
-        self.valid = torch.zeros(self.num_rows * self.width, dtype=torch.bool, device=device)
-        self.valid[self.flat_index] = True
-        self.valid = self.valid.view(self.num_rows, self.width)
+        self.slot = torch.arange(int(counts_t.sum()), device=device) - starts[self.row]  # [N]
+        self.valid = torch.zeros(self.num_rows, self.width, dtype=torch.bool, device=device)
+        self.valid[self.row, self.slot] = True  # [rows, M]
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, ...] -> [rows, M, ...] with zeros in padded slots."""
-        out = x.new_zeros((self.num_rows * self.width,) + tuple(x.shape[1:]))
-        out = out.index_copy(0, self.flat_index, x)
-        return out.view((self.num_rows, self.width) + tuple(x.shape[1:]))
+        """[N, C, h, w] -> [rows * h * w, M, C] with zeros in padded slots."""
+        channels, height, width = x.shape[1:]
+        out = x.new_zeros(self.num_rows, height, width, self.width, channels)
+        out[self.row, :, :, self.slot] = x.permute(0, 2, 3, 1)  # a plain view for channels-last x
+        return out.view(-1, self.width, channels)
 
-    def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        """[rows, M, ...] -> [N, ...]."""
-        return x.reshape((-1,) + tuple(x.shape[2:])).index_select(0, self.flat_index)
+    def unpad(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """[rows * h * w, M, C] -> [N, C, h, w] (channels-last strides)."""
+        grid = x.view(self.num_rows, height, width, self.width, x.shape[-1])
+        return grid[self.row, :, :, self.slot].permute(0, 3, 1, 2)
+
+    def key_mask(self, height: int, width: int) -> torch.Tensor:
+        """[rows * h * w, 1, M] bool, True for real (not padded) actors."""
+        return self.valid[:, None, None, :].expand(-1, height * width, 1, -1).reshape(-1, 1, self.width)
 
 
 class HR2O(nn.Module):
@@ -119,12 +130,11 @@ class HR2O(nn.Module):
 
     def relation(self, x: torch.Tensor, layout: PaddedLayout) -> torch.Tensor:
         """Attention of every actor over the actors of its clip: x [N, C, h, w] -> [N, C, h, w]."""
+        height, width = x.shape[-2:]
         q, k, v = layout.pad(self.conv_q(x)), layout.pad(self.conv_k(x)), layout.pad(self.conv_v(x))
-        logits = torch.einsum("bichw,bjchw->bijhw", q, k) / self.hidden_dim ** 0.5
-        key_valid = layout.valid[:, None, :, None, None]
-        logits = logits.masked_fill(~key_valid, torch.finfo(logits.dtype).min)
-        attention = logits.softmax(dim=2)
-        return layout.unpad(torch.einsum("bijhw,bjchw->bichw", attention, v))
+        logits = torch.bmm(q, k.transpose(1, 2)) / self.hidden_dim ** 0.5  # [rows*h*w, M, M]
+        logits = logits.masked_fill(~layout.key_mask(height, width), torch.finfo(logits.dtype).min)
+        return layout.unpad(torch.bmm(logits.softmax(dim=-1), v), height, width)
 
     def forward(self, x: torch.Tensor, layout: PaddedLayout) -> torch.Tensor:
         """x [N, C, h, w] (RoIs grouped by clip) -> [N, C, h, w]; attention within each clip."""
@@ -215,9 +225,11 @@ class ACARHead(nn.Module):
         actor_term = F.linear(actor, w1[:, reduce_dim:, 0, 0])  # [N, hid], once per box
         if self.channels_last:
             # [B, H, W, hid] + [N, 1, 1, hid], viewed back as NCHW: a channels-last tensor, no copy.
-            x = context.permute(0, 2, 3, 1).index_select(0, rois.clip_index) + actor_term[:, None, None, :]
-            return F.relu(x.permute(0, 3, 1, 2), inplace=True)
-        return F.relu(context.index_select(0, rois.clip_index) + actor_term[:, :, None, None], inplace=True)
+            # (in place on the fresh index_select output: no second [N, H, W, hid] buffer)
+            x = context.permute(0, 2, 3, 1).index_select(0, rois.clip_index)
+            return x.add_(actor_term[:, None, None, :]).relu_().permute(0, 3, 1, 2)
+        x = context.index_select(0, rois.clip_index)
+        return x.add_(actor_term[:, :, None, None]).relu_()
 
     def _relations(self, x: torch.Tensor, layout: PaddedLayout) -> torch.Tensor:
         """HR2O layers then global average pool: x [N, hid, h, w] -> [N, hid]."""
@@ -228,13 +240,22 @@ class ACARHead(nn.Module):
         return self.hr2o[-1].forward_pooled(x, layout)
 
 
-def acar_per_clip_reference(head: ACARHead, feature_map: torch.Tensor, rois: RoIBatch) -> torch.Tensor:
+def acar_per_clip_reference(head: ACARHead, feature_map: torch.Tensor, rois: RoIBatch, *,
+                            fast_kernels: bool = False) -> torch.Tensor:
     """ACAR-Net's original per-clip loop (tiled actor features, one clip at a time).
 
-    Slow; kept as the reference the batched :meth:`ACARHead.forward` is tested and benchmarked
-    against. Same inputs and output as ``head(feature_map, rois)``.
+    Kept as the reference the batched :meth:`ACARHead.forward` is tested and benchmarked against.
+    Same inputs and output as ``head(feature_map, rois)``: feature_map [B, C, H, W] -> logits [N, K].
+    ``fast_kernels=True`` keeps the algorithm but gives it the batched head's kernel choices
+    (channels-last tensors, 1x1 convs through :func:`conv1x1`), to separate what batching gains
+    from what those choices gain.
     """
-    feats = head.conv_reduce(feature_map)
+    layout = torch.channels_last if fast_kernels else torch.contiguous_format
+
+    def conv_1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        return conv1x1(x.contiguous(memory_format=layout), conv.weight) if fast_kernels else conv(x)
+
+    feats = conv_1x1(head.conv_reduce, feature_map)
     actor = roi_features(feats, rois.rois, head.roi_size)
     relations, start = [], 0
     for clip, count in enumerate(rois.counts):
@@ -242,7 +263,7 @@ def acar_per_clip_reference(head: ACARHead, feature_map: torch.Tensor, rois: RoI
             continue
         context = feats[clip].unsqueeze(0).repeat(count, 1, 1, 1)
         tiled = actor[start:start + count, :, None, None].expand_as(context)
-        x = F.relu(head.conv1(torch.cat([context, tiled], dim=1)))
+        x = F.relu(conv_1x1(head.conv1, torch.cat([context, tiled], dim=1)))
         x = head.downsample(F.relu(head.conv2(x)))
         for layer in head.hr2o:
             x = layer.forward_single_clip(x)
