@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from copy import deepcopy
+from copy import copy, deepcopy
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -181,6 +181,17 @@ class PersonDetector:
         return (f"PersonDetector({self.weights.name}, person_class={self.person_index} "
                 f"'{self.names[self.person_index]}', imgsz={self.imgsz}, conf={self.conf}, device={self.device})")
 
+    def replica(self) -> "PersonDetector":
+        """An independent copy for another inference thread: same settings, its own model copy.
+
+        The copy shares nothing mutable with ``self`` (ultralytics' Detect head caches anchors per
+        input shape; `degenerate_dropped` counts per replica). Costs one copy of the weights.
+        """
+        twin = copy(self)
+        twin.backend = deepcopy(self.backend)
+        twin.degenerate_dropped = 0
+        return twin
+
     # --- fast path -------------------------------------------------------------------------
     def letterbox(self, image_bgr: np.ndarray) -> np.ndarray:
         """Letterbox one BGR uint8 image ``[H, W, 3]`` to the model's input ``[3, h, w]`` RGB uint8.
@@ -233,9 +244,21 @@ class PersonDetector:
 
     # --- reference path --------------------------------------------------------------------
     def detect_reference(self, image_bgr: np.ndarray) -> Boxes:
-        """One ultralytics ``model(image)`` call (the reference system's way); used as an oracle."""
-        result = self.yolo(image_bgr, conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det,
-                           classes=[self.person_index], device=self.device, verbose=False)[0]
+        """One ultralytics ``model(image)`` call (the reference system's way); used as an oracle.
+
+        The predictor's set-up (first call) runs ultralytics' ``select_device``, which sets torch's
+        thread count to ``min(8, cpu_count - 1)`` (1 on a 2-core machine). The caller's count is
+        restored afterwards, so later calls, and everything else in the process, keep it.
+        """
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            result = self.yolo(image_bgr, conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det,
+                               classes=[self.person_index], device=self.device, verbose=False)[0]
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
         height, width = result.orig_shape
         return self._to_boxes(result.boxes.xyxy, result.boxes.conf, width, height)
 

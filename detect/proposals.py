@@ -20,6 +20,7 @@ from tqdm import tqdm
 from detect.keyframes import (CONVENTIONS, KeyframeRequest, get_convention, every_nth_frame, read_keyframe_keys,
                               requests_from_keys)
 from detect.source import KeyframeSource, open_source, prefetch, video_frame_count
+from detect.streams import StreamPool, plan_streams
 from stad.data.formats.acar_pkl import write_acar_pkl
 from stad.data.formats.ava import keyframe_for, write_dense_proposals
 from stad.data.formats.conventions import FrameConvention
@@ -43,11 +44,15 @@ def _batches(items: Iterable[tuple], batch_size: int) -> Iterator[list[tuple]]:
 
 
 def detect_keyframes(detector, source: KeyframeSource, requests: Sequence[KeyframeRequest], batch_size: int = 16,
-                     queue_size: int = 64, progress: bool = True) -> dict[KeyframeKey, Boxes]:
-    """Person boxes for every request: ``{(video, t): Boxes}`` (normalised, scores descending).
+                     queue_size: int = 64, progress: bool = True, streams: int = 1,
+                     threads_per_stream: int = 1) -> dict[KeyframeKey, Boxes]:
+    """Person boxes for every request: ``{(video, t): Boxes}`` in request order (normalised, scores descending).
 
-    ``detector`` is a `detect.detector.PersonDetector` (anything with ``letterbox`` and
-    ``detect_letterboxed``). Keyframes without a person map to empty `Boxes`.
+    ``detector`` is a `detect.detector.PersonDetector` (anything with ``letterbox``,
+    ``detect_letterboxed`` and, for ``streams > 1``, ``replica``). Keyframes without a person map to
+    empty `Boxes`. ``streams > 1`` runs that many batches concurrently, each on its own detector
+    replica with ``threads_per_stream`` torch threads (see `detect.streams`); the boxes do not
+    depend on it. With one stream the detector itself runs in the calling thread.
     """
     if batch_size < 1:
         raise ValueError(f"--batch must be >= 1, got {batch_size}")
@@ -59,17 +64,23 @@ def detect_keyframes(detector, source: KeyframeSource, requests: Sequence[Keyfra
         request, image = item
         return request, detector.letterbox(image), image.shape[:2]
 
+    def infer(replica, batch: list[tuple]) -> list[Boxes]:
+        return replica.detect_letterboxed([b[1] for b in batch], [b[2] for b in batch])
+
+    pool = StreamPool(detector.replica if streams > 1 else lambda: detector, streams, threads_per_stream)
     found: dict[KeyframeKey, Boxes] = {}
     with tqdm(total=len(requests), desc="proposals", unit="kf", disable=not progress, file=sys.stderr) as bar:
-        for batch in _batches(prefetch(source.iter_frames(requests), prepare, queue_size), batch_size):
-            boxes = detector.detect_letterboxed([b[1] for b in batch], [b[2] for b in batch])
+        batches = _batches(prefetch(source.iter_frames(requests), prepare, queue_size), batch_size)
+        for batch, boxes in pool.map(infer, batches):
             for (request, _, _), per_frame in zip(batch, boxes):
                 found[request.key] = per_frame
             bar.update(len(batch))
+    if streams > 1:
+        detector.degenerate_dropped += sum(replica.degenerate_dropped for replica in pool.replicas)
     missing = [k for k in keys if k not in found]
     if missing:
         raise RuntimeError(f"{len(missing)} keyframes were not processed, e.g. {missing[:3]}")
-    return found
+    return {key: found[key] for key in keys}
 
 
 def to_keyframes(found: dict[KeyframeKey, Boxes], convention: FrameConvention) -> list[Keyframe]:
@@ -129,7 +140,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--device", default="cpu", help="cpu, 0, cuda:0, ...")
     parser.add_argument("--person-class", help="class index or name (default: read 'person' from the weights)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads in total (0: every usable CPU)")
+    parser.add_argument("--streams", type=int, default=0,
+                        help="concurrent inference streams, each on its own model copy and batches (0: auto = "
+                             "one single-threaded stream per CPU core, up to 4, on CPU; 1 on GPU)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -142,16 +156,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     labelmap = read_labelmap(args.labelmap) if args.labelmap else LabelMap((), ())
     from detect.detector import PersonDetector  # imports ultralytics (offline-configured)
 
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
     person_class = args.person_class
     if person_class is not None and person_class.isdigit():
         person_class = int(person_class)
     detector = PersonDetector(args.weights, device=args.device, imgsz=args.imgsz, conf=args.conf, iou=args.iou,
                               max_det=args.max_det, person_class=person_class)
-    LOGGER.info("%s on %d keyframes from %s", detector, len(requests), args.source)
-    found = detect_keyframes(detector, source, requests, args.batch, progress=not args.no_progress)
+    streams, threads_per_stream = plan_streams(detector.device, args.streams, args.threads)
+    if streams == 1 and args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    LOGGER.info("%s on %d keyframes from %s, %d inference stream(s) x %d thread(s)", detector, len(requests),
+                args.source, streams, threads_per_stream)
+    found = detect_keyframes(detector, source, requests, args.batch, progress=not args.no_progress, streams=streams,
+                             threads_per_stream=threads_per_stream)
     keyframes = to_keyframes(found, get_convention(args.dataset) if args.annotations else CONVENTIONS["frames"])
     if detector.degenerate_dropped:
         LOGGER.warning("dropped %d boxes with zero area after clipping to the image", detector.degenerate_dropped)
