@@ -26,7 +26,7 @@ from stad.structures import LabelMap
 LOG = logging.getLogger(__name__)
 OFFICIAL_CAPACITY = 50
 IOU_THRESHOLD = 0.5
-CAPACITY_CHUNK = 17  # capacities replayed per pass over the rows (bounds the memory of kept rows)
+CAPACITY_CHUNK = 50  # capacities replayed per pass over the rows (bounds the memory of kept rows)
 
 
 @dataclass(frozen=True)
@@ -108,35 +108,30 @@ def _output_offsets(group: _Grouped, capacities: Sequence[int]) -> np.ndarray:
 
 
 def _select(group: _Grouped, rows: BoxRows, valid: np.ndarray, capacities: Sequence[int], n_classes: int,
-            target: np.ndarray | None = None, n_gt_rows: int = 0) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+            target: np.ndarray | None = None, n_gt_rows: int = 0,
+            want_selected: bool = True) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """``((selected, is_tp, kept_class, kept_score), offsets)`` for each capacity; see `kernels.select_rows`."""
     offsets = _output_offsets(group, capacities)
     if target is None:
         target = np.full(len(rows), -1, np.int64)
     kept = kernels.select_rows(group.offsets, group.rows, np.asarray(capacities, np.int64), rows.score,
                                rows.action_id, rows.y1, rows.x1, rows.y2, rows.x2, valid, offsets, target, n_gt_rows,
-                               n_classes)
+                               n_classes, want_selected)
     return kept, offsets
 
 
 def average_precision(scores: np.ndarray, is_tp: np.ndarray, num_gt: int) -> float:
-    """VOC AP exactly as the official ``metrics.compute_precision_recall`` + ``compute_average_precision``."""
+    """VOC AP exactly as the official ``metrics.compute_precision_recall`` + ``compute_average_precision``.
+
+    The ranking is numpy's own ``np.argsort(scores)[::-1]`` (its tie order decides the last digits)
+    and the final sum numpy's ``np.sum``; the steps between are a compiled loop with the same float
+    operations (`kernels.ap_terms`).
+    """
     if num_gt == 0:
         return float("nan")
-    sorted_indices = np.argsort(scores)[::-1]
-    true_positives = is_tp.astype(int)[sorted_indices]
-    false_positives = 1 - true_positives
-    cum_tp = np.cumsum(true_positives)
-    cum_fp = np.cumsum(false_positives)
-    precision = cum_tp.astype(float) / (cum_tp + cum_fp)
-    recall = cum_tp.astype(float) / num_gt
-    if not precision.size:
+    if not len(scores):
         return 0.0
-    recall = np.concatenate([[0], recall, [1]])
-    precision = np.concatenate([[0], precision, [0]])
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    indices = np.where(recall[1:] != recall[:-1])[0] + 1
-    return float(np.sum((recall[indices] - recall[indices - 1]) * precision[indices]))
+    return float(np.sum(kernels.ap_terms(is_tp, np.argsort(scores), num_gt)))
 
 
 class _Prepared:
@@ -220,7 +215,7 @@ class _Prepared:
         """Results for ``capacities``, in that order."""
         (_, is_tp, kept_class, kept_score), offsets = _select(self.det_group, self.det, self.valid, capacities,
                                                               max(self.labelmap.ids),
-                                                              self.target, self.n_gt_rows)
+                                                              self.target, self.n_gt_rows, want_selected=False)
         results = []
         for i, capacity in enumerate(capacities):
             part = slice(offsets[i, 0], offsets[i, -1])

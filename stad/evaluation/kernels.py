@@ -156,17 +156,134 @@ def _first_duplicate_group(desc, local_score, local_class, n_classes):
     return len(desc)
 
 
+@njit(cache=True)
+def _top_desc(local_score, m):
+    """Local indices of every row scoring at least the ``m``-th largest score, by descending score
+    (order inside equal scores arbitrary): a complete prefix of the descending order, holding the
+    whole equal-score group of any cut at ``size <= m``. Sorting ~m rows instead of all of them
+    is what makes the per-key cost small."""
+    n = len(local_score)
+    if m >= n:
+        return np.argsort(-local_score)
+    threshold = np.partition(local_score, n - m)[n - m]
+    count = 0
+    for i in range(n):
+        if local_score[i] >= threshold:
+            count += 1
+    candidates = np.empty(count, np.int64)
+    j = 0
+    for i in range(n):
+        if local_score[i] >= threshold:
+            candidates[j] = i
+            j += 1
+    return candidates[np.argsort(-local_score[candidates])]
+
+
+@njit(cache=True)
+def _cut_group(desc, local_score, size):
+    """``(start, end)`` in ``desc`` of the equal-score group holding the last kept position."""
+    cut = local_score[desc[size - 1]]
+    start = size - 1
+    while start > 0 and local_score[desc[start - 1]] == cut:
+        start -= 1
+    end = size
+    while end < len(desc) and local_score[desc[end]] == cut:
+        end += 1
+    return start, end
+
+
+@njit(cache=True)
+def _replay_cut(rows, local_score, group, capacity, in_heap, score, action, y1, x1, y2, x2):
+    """Which rows of the cut's score group (``group``: local indices) the official heap keeps.
+
+    The heap's final content is every row scoring above the cut score plus some rows scoring
+    exactly the cut: rows below it are always evicted first (they are the heap minimum), so only
+    their *number* matters, and a cut-score row is evicted only by a higher score once no lower
+    row is left, the smallest ``(action, y1, x1, y2, x2)`` tuple first. Counting replaces the heap.
+    Marks ``in_heap[g]`` for the kept group rows.
+    """
+    cut = local_score[group[0]]
+    for g in group:
+        in_heap[g] = False
+    size = 0
+    below = 0
+    for i in range(len(rows)):  # file order
+        s = local_score[i]
+        if size < capacity:
+            size += 1
+            if s < cut:
+                below += 1
+            elif s == cut:
+                in_heap[i] = True
+        elif s > cut:
+            if below > 0:
+                below -= 1
+            else:
+                smallest = -1
+                for g in group:
+                    if in_heap[g] and (smallest < 0 or _tuple_less(rows[g], rows[smallest], score, action,
+                                                                   y1, x1, y2, x2)):
+                        smallest = g
+                in_heap[smallest] = False
+        elif s == cut and below > 0:
+            below -= 1
+            in_heap[i] = True
+
+
+@njit(cache=True)
+def _has_class_twice(members, mask, local_class, seen, stamp):
+    """True if two of the masked ``members`` share a class (``seen`` holds stamps, not flags)."""
+    for g in members:
+        if mask[g]:
+            if seen[local_class[g]] == stamp:
+                return True
+            seen[local_class[g]] = stamp
+    return False
+
+
+@njit(cache=True)
+def _order_without_heap(rows, desc, local_score, local_class, size, tie_free, in_heap, seen, stamp, ordered,
+                        score, action, y1, x1, y2, x2):
+    """Hand-on order of the kept rows written to ``ordered[:size]`` when it can be derived from
+    scores alone; False when the official heap must be replayed.
+
+    Inside one class the hand-on order only matters among equal scores, so any kept set without two
+    rows of one class at one score can be listed in descending score. Above the cut's score group
+    every row is kept (``tie_free`` says whether such duplicates exist there); within the group,
+    `_replay_cut` tells which rows survive.
+    """
+    n = len(desc)
+    if size == n or local_score[desc[size - 1]] != local_score[desc[size]]:  # clean cut (see `_top_desc`)
+        if size > tie_free:
+            return False
+        ordered[:size] = desc[:size]
+        return True
+    start, end = _cut_group(desc, local_score, size)
+    if tie_free < start:
+        return False
+    group = desc[start:end]
+    _replay_cut(rows, local_score, group, size, in_heap, score, action, y1, x1, y2, x2)
+    if tie_free == start and _has_class_twice(group, in_heap, local_class, seen, stamp):
+        return False
+    ordered[:start] = desc[:start]
+    p = start
+    for g in group:
+        if in_heap[g]:
+            ordered[p] = g
+            p += 1
+    return True
+
+
 @njit(cache=True, parallel=True)
 def select_rows(key_offsets, rows_by_key, capacities, score, action, y1, x1, y2, x2, valid, out_offsets,
-                target, n_gt_rows, n_classes):
+                target, n_gt_rows, n_classes, want_selected=True):
     """Rows kept per key for several capacities, in the order the official evaluator hands them
     on, and which of them are true positives.
 
-    Fast path: when the capacity cuts between two different scores and no class has two rows of
-    one score above the cut, the kept rows are the top rows by score and their per-class order is
-    descending score, so no heap is needed. Otherwise the official heap is replayed on the key's
-    rows, ranked once (lazily, only for keys that need it) into small local arrays shared by all
-    capacities.
+    Fast path (`_order_without_heap`): when no class has two kept rows of one score, the hand-on
+    order of each class is descending score, so only *which* rows survive matters, and that
+    follows from counting. Otherwise the official heap is replayed on the key's rows, ranked once
+    (lazily, only for keys that need it) into small local arrays shared by all capacities.
 
     Args:
         key_offsets: int64 ``[K+1]``; key k owns ``rows_by_key[key_offsets[k]:key_offsets[k+1]]``.
@@ -178,56 +295,65 @@ def select_rows(key_offsets, rows_by_key, capacities, score, action, y1, x1, y2,
         out_offsets: int64 ``[C, K+1]``; capacity i's rows of key k start at ``out_offsets[i, k]``.
         target: int64 ``[N]`` GT row each detection would claim (`match_targets`), -1 for none.
         n_gt_rows: number of GT rows (size of the claim flags).
-        n_classes: largest class id (rows are already filtered to the label map).
+        n_classes: largest class id (rows are already filtered to the label map; < 32768).
+        want_selected: also return the kept row indices (else ``selected`` is empty).
     Returns:
-        ``(selected int64 [M], is_tp bool [M], kept_class int64 [M], kept_score float64 [M])`` with
+        ``(selected int64 [M], is_tp bool [M], kept_class int16 [M], kept_score float64 [M])`` with
         ``M = out_offsets[-1, -1]``; ``kept_class`` is the class index (id - 1), -1 for a dropped
         degenerate box. Greedy matching: the first detection (in hand-on order) to reach a GT row
         is its true positive.
     """
     total = out_offsets[-1, -1]
-    selected = np.empty(total, np.int64)
+    selected = np.empty(total if want_selected else 0, np.int64)
     is_tp = np.zeros(total, np.bool_)
-    kept_class = np.empty(total, np.int64)
+    kept_class = np.empty(total, np.int16)
     kept_score = np.empty(total, np.float64)
     claimed = np.zeros(n_gt_rows, np.bool_)
+    largest = 0 if capacities.min() < 1 else capacities.max()
     for k in prange(len(key_offsets) - 1):
         rows = rows_by_key[key_offsets[k]:key_offsets[k + 1]]
         n = len(rows)
-        local = np.arange(n)
         local_score = score[rows]
+        local_class = np.clip(action[rows], 0, n_classes + 1)
         local_tuple = np.empty(0, np.int32)
-        desc = np.argsort(-local_score, kind="mergesort")
-        tie_free = _first_duplicate_group(desc, local_score, np.clip(action[rows], 0, n_classes + 1), n_classes)
+        desc = _top_desc(local_score, largest if 0 < largest < n else n)
+        tie_free = _first_duplicate_group(desc, local_score, local_class, n_classes)
         heap = np.empty(n, np.int64)
         ordered = np.empty(n, np.int64)
+        in_heap = np.zeros(n, np.bool_)
+        seen = np.full(n_classes + 2, -1, np.int64)
         for i in range(len(capacities)):
             capacity = capacities[i]
             size = n if capacity < 1 or capacity >= n else capacity
-            clean_cut = size == n or local_score[desc[size - 1]] != local_score[desc[size]]
-            if clean_cut and size <= tie_free:
-                order = desc
-            else:
+            if size and not _order_without_heap(rows, desc, local_score, local_class, size, tie_free, in_heap,
+                                                seen, i, ordered, score, action, y1, x1, y2, x2):
                 if len(local_tuple) != n:
                     local_tuple = _local_tuple_rank(rows, score, action, y1, x1, y2, x2)
-                size = _select_one_key(local, capacity, local_tuple, local_score, heap)
+                size = _select_one_key(np.arange(n), capacity, local_tuple, local_score, heap)
                 _stable_sort_desc(heap, size, local_score, ordered)
-                order = ordered
-            base = out_offsets[i, k]
-            for p in range(size):
-                r = rows[order[p]]
-                selected[base + p] = r
-                kept_class[base + p] = action[r] - 1 if valid[r] else -1
-                kept_score[base + p] = score[r]
-                g = target[r]
-                if g >= 0 and not claimed[g]:
-                    claimed[g] = True
-                    is_tp[base + p] = True
-            for p in range(size):
-                g = target[rows[order[p]]]
-                if g >= 0:
-                    claimed[g] = False
+            _hand_on(rows, ordered, size, out_offsets[i, k], action, score, valid, target, claimed,
+                     selected, is_tp, kept_class, kept_score)
     return selected, is_tp, kept_class, kept_score
+
+
+@njit(cache=True)
+def _hand_on(rows, ordered, size, base, action, score, valid, target, claimed, selected, is_tp, kept_class,
+             kept_score):
+    """Write one key's kept rows at ``base`` and claim GT rows greedily in hand-on order."""
+    for p in range(size):
+        r = rows[ordered[p]]
+        if len(selected):
+            selected[base + p] = r
+        kept_class[base + p] = action[r] - 1 if valid[r] else -1
+        kept_score[base + p] = score[r]
+        g = target[r]
+        if g >= 0 and not claimed[g]:
+            claimed[g] = True
+            is_tp[base + p] = True
+    for p in range(size):
+        g = target[rows[ordered[p]]]
+        if g >= 0:
+            claimed[g] = False
 
 
 @njit(cache=True, inline="always")
@@ -313,3 +439,39 @@ def gather_by_class(kept_class, kept_score, is_tp, n_classes):
             out_tp[cursor[c]] = is_tp[p]
             cursor[c] += 1
     return bounds, out_score, out_tp
+
+
+@njit(cache=True)
+def ap_terms(is_tp, ascending, num_gt):
+    """The summands of the official VOC AP, ``(recall[i] - recall[i-1]) * precision[i]`` at every
+    recall change, for detections ranked by ``ascending[::-1]`` (``np.argsort(scores)`` reversed).
+
+    Same float operations as ``metrics.compute_precision_recall`` and
+    ``compute_average_precision`` (int cumsums converted to float, then divided; running maximum
+    from the right). The caller sums them with ``np.sum``, as the official code does, so that the
+    pairwise summation order is numpy's own.
+    """
+    n = len(ascending)
+    precision = np.empty(n + 2, np.float64)
+    recall = np.empty(n + 2, np.float64)
+    precision[0], recall[0] = 0.0, 0.0
+    precision[n + 1], recall[n + 1] = 0.0, 1.0
+    cum_tp = 0
+    for p in range(n):
+        if is_tp[ascending[n - 1 - p]]:
+            cum_tp += 1
+        precision[p + 1] = float(cum_tp) / float(p + 1)
+        recall[p + 1] = float(cum_tp) / float(num_gt)
+    for p in range(n, -1, -1):
+        precision[p] = max(precision[p], precision[p + 1])
+    count = 0
+    for p in range(1, n + 2):
+        if recall[p] != recall[p - 1]:
+            count += 1
+    terms = np.empty(count, np.float64)
+    j = 0
+    for p in range(1, n + 2):
+        if recall[p] != recall[p - 1]:
+            terms[j] = (recall[p] - recall[p - 1]) * precision[p]
+            j += 1
+    return terms

@@ -71,3 +71,46 @@ def test_average_precision_matches_reference(tmp_path, scores, data):
     num_gt = max(sum(labels), 1) + data.draw(st.integers(0, 3))
     expected = reference_impl.voc_ap(scores, labels, num_gt)
     assert average_precision(np.asarray(scores, float), np.asarray(labels, bool), num_gt) == expected
+
+
+@st.composite
+def one_key(draw):
+    """One keyframe's rows, heavy on ties: few scores, classes and boxes."""
+    boxes = draw(st.lists(box(), min_size=1, max_size=3))
+    n = draw(st.integers(1, 40))
+    return [(draw(st.sampled_from([0.1, 0.2, 0.3, 0.7])), draw(st.sampled_from([1, 2, 3])),
+             *draw(st.sampled_from(boxes))) for _ in range(n)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=one_key())
+def test_selection_per_class_order_equals_heap(rows):
+    """`kernels.select_rows` (fast path or heap replay, all capacities in one pass) hands on, class
+    by class, the same rows in the same order as the official heapq + stable sort."""
+    import heapq
+
+    from stad.evaluation import kernels
+
+    score = np.array([r[0] for r in rows], float)
+    action = np.array([r[1] for r in rows], np.int64)
+    x1, y1, x2, y2 = (np.array([r[i] for r in rows], float) for i in (2, 3, 4, 5))
+    capacities = np.arange(0, len(rows) + 2, dtype=np.int64)
+    kept = [len(rows) if c < 1 else min(c, len(rows)) for c in capacities]
+    out_offsets = np.zeros((len(capacities), 2), np.int64)
+    out_offsets[:, 1] = np.cumsum(kept)
+    out_offsets[1:, 0] = out_offsets[:-1, 1]
+    selected, *_ = kernels.select_rows(np.array([0, len(rows)]), np.arange(len(rows)), capacities, score, action,
+                                       y1, x1, y2, x2, np.ones(len(rows), bool), out_offsets,
+                                       np.full(len(rows), -1, np.int64), 0, 3)
+    for i, capacity in enumerate(capacities):
+        heap = []
+        for s, a, bx1, by1, bx2, by2 in rows:
+            item = (s, a, by1, bx1, by2, bx2)
+            if capacity < 1 or len(heap) < capacity:
+                heapq.heappush(heap, item)
+            elif s > heap[0][0]:
+                heapq.heapreplace(heap, item)
+        official = sorted(heap, key=lambda it: -it[0])
+        ours = [(score[r], action[r], y1[r], x1[r], y2[r], x2[r]) for r in selected[out_offsets[i, 0]:out_offsets[i, 1]]]
+        for c in (1, 2, 3):
+            assert [t for t in ours if t[1] == c] == [t for t in official if t[1] == c], (capacity, c)
