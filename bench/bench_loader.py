@@ -1,25 +1,36 @@
 """Clip loading throughput: ClipDataset (+ DataLoader workers) vs a cv2.imread-per-frame baseline.
 
-    .venv/bin/python bench/bench_loader.py [--clips 64] [--short-side 112] [--clip-len 16] [--stride 2]
+    .venv/bin/python bench/bench_loader.py [--clips 160] [--rounds 3] [--short-side 112 160] [--clip-len 16] [--stride 2]
 
-Both produce the same tensors: ``[3, T, H, W]`` float RGB, short side scaled, normalised with
-mean 0.45 / std 0.225, boxes unchanged (evaluation transform). The baseline reads every frame with
-``cv2.imread``, converts, resizes, casts to float and normalises frame by frame (the ACAR/PIL
-style), in the main process. The fast path decodes each distinct frame once from its bytes
-(at 1/2, 1/4, 1/8 size when the target allows), resizes uint8, normalises once per clip in torch,
-and runs in DataLoader workers. Prints clips/s side by side and the max/mean output difference.
+Both produce the same tensors: ``[B, 3, T, H, W]`` float RGB, short side scaled (bilinear), normalised
+with mean 0.45 / std 0.225, boxes unchanged (evaluation transform). The baseline reads every frame
+with ``cv2.imread``, converts BGR->RGB, resizes, casts to float and normalises frame by frame (the
+ACAR / PIL style) and batches with torch's default collate. ``ClipDataset`` decodes each distinct
+frame once (simplejpeg; at 1/2, 1/4, 1/8 size by DCT scaling when the target allows), resizes and
+crops uint8 frames, writes them as RGB planes into a uint8 clip, and the batch is normalised once
+when ``batch.clips`` is read - counted here, in the consumer's process. The consumer reads every
+batch once (a sum), as training would, for every path.
+
+Cold = first pass, nothing decoded kept (the JPEG files are in the OS page cache for every path).
+Cache = second epoch with ``cache_mb`` (decoded + resized frames kept per process). Paths are
+measured in interleaved rounds (each round runs every path once) and the median is reported, with
+the CPU time of all processes (main + DataLoader workers) per clip, so the ratio can be judged on a
+loaded machine. Also the same clips decoded from the mp4 files (PyAV), sequential and shuffled.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
+import psutil
 import torch
 from torch.utils.data import DataLoader
 
@@ -32,10 +43,11 @@ from stad.data.toy import generate  # noqa: E402
 from stad.data.transforms import default_transform  # noqa: E402
 
 MEAN, STD = 0.45, 0.225
+BATCH = 4
 
 
 class BaselineDataset(torch.utils.data.Dataset):
-    """One cv2.imread per frame, per-frame resize / float / normalise, stacked at the end."""
+    """One cv2.imread per frame, per-frame BGR->RGB / resize / float / normalise, stacked at the end."""
 
     def __init__(self, fast: ClipDataset, frames_root: Path, short_side: int) -> None:
         self.fast, self.root, self.short_side = fast, frames_root, short_side
@@ -56,62 +68,118 @@ class BaselineDataset(torch.utils.data.Dataset):
         return torch.stack(frames, dim=1)  # [3, T, H, W]
 
 
-def _rate(loader: DataLoader) -> tuple[float, float]:
-    """(wall clips/s, main-process CPU ms per clip) for one pass over ``loader``."""
-    wall, cpu, seen = time.perf_counter(), time.process_time(), 0
+def cpu_seconds() -> float:
+    """CPU time of this process + its reaped children + its live children (DataLoader workers)."""
+    t = os.times()
+    live = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            c = child.cpu_times()
+            live += c.user + c.system
+        except psutil.NoSuchProcess:
+            pass
+    return t.user + t.system + t.children_user + t.children_system + live
+
+
+def consume(loader: DataLoader) -> int:
+    """Iterate once, reading every output tensor once (normalisation happens here for ClipDataset)."""
+    seen = 0
     for batch in loader:
-        clips = batch if isinstance(batch, torch.Tensor) else batch.clips  # float, normalised: same output
+        clips = batch if isinstance(batch, torch.Tensor) else batch.clips
+        clips.sum()
         seen += clips.shape[0]
-    return seen / (time.perf_counter() - wall), (time.process_time() - cpu) / seen * 1e3
+    return seen
 
 
-def _loader(dataset, order, workers: int, fast: bool, persistent: bool = False) -> DataLoader:
-    return DataLoader(dataset, batch_size=4, sampler=order, num_workers=workers,
-                      collate_fn=collate_clips if fast else None, pin_memory=torch.cuda.is_available() and fast,
-                      persistent_workers=persistent and workers > 0)
+def measure(make_loader: Callable[[], DataLoader], warm: bool = False) -> tuple[float, float]:
+    """(clips/s, CPU ms per clip over all processes) of one pass on a fresh loader (loader start-up
+    included); ``warm``: one untimed pass first on the same loader (persistent workers, cache)."""
+    loader = make_loader()
+    if warm:
+        consume(loader)
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    seen = consume(loader)
+    wall = time.perf_counter() - wall
+    del loader  # joins persistent workers, so their CPU time is counted (non-persistent: at the pass end)
+    return seen / wall, (cpu_seconds() - cpu) / seen * 1e3
+
+
+def loader(dataset, order, workers: int, fast: bool, persistent: bool = False) -> Callable[[], DataLoader]:
+    return lambda: DataLoader(dataset, batch_size=BATCH, sampler=order, num_workers=workers,
+                              collate_fn=collate_clips if fast else None,
+                              pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0,
+                              prefetch_factor=4 if workers else None)
+
+
+def compare(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    diff = (a - b).abs() * STD * 255
+    return float(diff.max()), float(diff.mean())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clips", type=int, default=160, help="clips per measurement (keyframes repeat)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--short-side", type=int, nargs="+", default=[112, 160])
     parser.add_argument("--clip-len", type=int, default=16)
     parser.add_argument("--stride", type=int, default=2)
-    parser.add_argument("--data", default=str(ROOT / "bench" / "out" / "toy_small"))
+    parser.add_argument("--no-video", action="store_true", help="skip the PyAV (mp4) rows")
+    parser.add_argument("--data", default=str(ROOT / "bench" / "out" / "toy_small_video"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     data = Path(args.data)
-    if not (data / "annotations" / "train.pkl").exists():
-        generate(data, seed=0, size="small", workers=2, write_video=False, progress=False)
-    ann, frames = data / "annotations" / "train.pkl", data / "frames"
-    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}, 1 torch thread, "
-          f"clip {args.clip_len} frames x stride {args.stride}, {args.clips} clips, batch 4, 320x240 JPEG frames")
+    if not (data / "annotations" / "train.pkl").exists() or not (data / "videos").is_dir():
+        generate(data, seed=0, size="small", workers=2, write_video=True, progress=False)
+    ann, frames, videos = data / "annotations" / "train.pkl", data / "frames", data / "videos"
+    print(f"# {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, load avg "
+          f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())}, 1 torch/OpenCV thread per process, clip "
+          f"{args.clip_len} frames x stride {args.stride}, {args.clips} clips per pass, batch {BATCH}, "
+          f"{args.rounds} interleaved rounds (median), 320x240 JPEG q92 frames / H.264 mp4")
     for short in args.short_side:
-        fast = ClipDataset(ann, frames_root=frames, clip_len=args.clip_len, frame_stride=args.stride,
-                           transform=default_transform(short))
-        cached = ClipDataset(ann, frames_root=frames, clip_len=args.clip_len, frame_stride=args.stride,
-                             transform=default_transform(short), cache_mb=512)
+        kwargs = dict(clip_len=args.clip_len, frame_stride=args.stride, transform=default_transform(short))
+        fast = ClipDataset(ann, frames_root=frames, **kwargs)
+        full = ClipDataset(ann, frames_root=frames, fast_decode=False, **kwargs)
+        cached = ClipDataset(ann, frames_root=frames, cache_mb=512, **kwargs)
         base = BaselineDataset(fast, frames, short)
-        order = [i % len(fast) for i in range(args.clips)]
-        diffs = [(fast[i].clip - base[i]).abs() * STD * 255 for i in range(4)]
-        rates = {
-            "baseline, main process": _rate(_loader(base, order, 0, False)),
-            "baseline, 2 workers": _rate(_loader(base, order, 2, False)),
-            "ClipDataset, main process": _rate(_loader(fast, order, 0, True)),
-            "ClipDataset, 2 workers": _rate(_loader(fast, order, 2, True)),
+        sequential = [i % len(fast) for i in range(args.clips)]
+        shuffled = np.random.default_rng(0).permutation(sequential).tolist()
+        paths = {
+            "baseline, main process": loader(base, sequential, 0, False),
+            "baseline, 2 workers": loader(base, sequential, 2, False),
+            "ClipDataset, main process": loader(fast, sequential, 0, True),
+            "ClipDataset, 2 workers": loader(fast, sequential, 2, True),
         }
-        _rate(_loader(cached, order, 0, True))  # first epoch fills the decoded-frame cache
-        rates["ClipDataset, main process, cache (epoch 2)"] = _rate(_loader(cached, order, 0, True))
-        warm = _loader(cached, order, 2, True, persistent=True)
-        _rate(warm)  # each worker fills its own cache
-        rates["ClipDataset, 2 workers, cache (epoch 2)"] = _rate(warm)
-        ref = rates["baseline, main process"][0]
-        print(f"\nshort side {short} (JPEG decode at 1/{cached.transform.sample(240, 320).geometry.decode_reduction()}), "
-              f"output vs baseline: max |diff| {max(d.max().item() for d in diffs):.1f}, "
-              f"mean {np.mean([d.mean().item() for d in diffs]):.2f} grey levels")
-        for name, (rate, cpu) in rates.items():
-            cpu_text = f"{cpu:6.2f} ms CPU/clip" if "main process" in name else "(CPU in workers)"
-            print(f"  {name:42s} {rate:7.1f} clips/s  x{rate / ref:4.2f}  {cpu_text}")
+        if not args.no_video:
+            video = ClipDataset(ann, video_root=videos, **kwargs)
+            paths["ClipDataset from mp4, main, sequential"] = loader(video, sequential, 0, True)
+            paths["ClipDataset from mp4, main, shuffled"] = loader(video, shuffled, 0, True)
+            paths["ClipDataset from mp4, 2 workers, sequential"] = loader(video, sequential, 2, True)
+        warm_paths = {"cache, main process (epoch 2)": loader(cached, sequential, 0, True),
+                      "cache, 2 persistent workers (epoch 2)": loader(cached, sequential, 2, True, persistent=True)}
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in [*paths, *warm_paths]}
+        load_before = os.getloadavg()[0]
+        for _ in range(args.rounds):
+            for name, make in paths.items():
+                results[name].append(measure(make))
+            for name, make in warm_paths.items():
+                cached.source._cache.clear()
+                cached.source._cache_bytes = 0
+                results[name].append(measure(make, warm=True))
+        load_after = os.getloadavg()[0]
+        checks = [("decode at 1/%d (default)" % fast.transform.sample(240, 320).geometry.decode_reduction(), fast),
+                  ("full-size decode (fast_decode=False)", full)]
+        if not args.no_video:
+            checks.append(("from mp4 (H.264 crf 17 vs JPEG q92)", video))
+        print(f"\nshort side {short}: load avg {load_before:.1f} -> {load_after:.1f}; output vs baseline (grey levels):")
+        for label, ds in checks:
+            diffs = [compare(collate_clips([ds[i]]).clips[0], base[i]) for i in range(0, len(fast), 3)]
+            print(f"  {label:40s} max |diff| {max(d[0] for d in diffs):6.2f}   mean {np.mean([d[1] for d in diffs]):.3f}")
+        ref = statistics.median(r[0] for r in results["baseline, main process"])
+        print(f"  {'path':44s} {'clips/s':>8s} {'x':>6s} {'CPU ms/clip':>12s}   (rounds: clips/s)")
+        for name, runs in results.items():
+            rate, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+            print(f"  {name:44s} {rate:8.1f} {rate / ref:6.2f} {cpu:12.2f}   ({', '.join(f'{r[0]:.0f}' for r in runs)})")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -206,14 +207,27 @@ class _OpenDecoder:
         self.container.close()
 
 
+_VIDEO_SOURCES: "weakref.WeakSet[VideoFileSource]" = weakref.WeakSet()
+
+
+def _close_decoders_before_fork() -> None:
+    """A forked child (DataLoader worker) must not inherit open decoders: their FFmpeg threads do not
+    exist there and the first use (or free) of such a decoder deadlocks. They are only a cache."""
+    for source in list(_VIDEO_SOURCES):
+        source.close()
+
+
+os.register_at_fork(before=_close_decoders_before_fork)
+
+
 class VideoFileSource:
     """Frames decoded straight from ``root/<video>.<ext>`` with PyAV.
 
     One decoder per video stays open (the two most recent videos): a clip starting after the
     decoder's position continues decoding forward when that costs fewer frames than seeking to the
-    preceding keyframe did on this video (sequential reads - evaluation - decode each frame about
-    once even with long GOPs); otherwise the decoder seeks. Only the requested frames are converted
-    to BGR and resized. ``decoder_threads``: 0 = FFmpeg's automatic frame/slice threading (main
+    preceding keyframe did on this video, and frames shared with the previous clip are reused, so
+    sequential reads (evaluation) decode each frame about once even with long GOPs; otherwise the
+    decoder seeks. Only the requested frames are converted to BGR and resized. ``decoder_threads``: 0 = FFmpeg's automatic frame/slice threading (main
     process), 1 = single thread (DataLoader workers, where processes already share the cores).
     """
 
@@ -227,19 +241,27 @@ class VideoFileSource:
         self.decoder_threads = decoder_threads
         self._decoders: OrderedDict[str, _OpenDecoder] = OrderedDict()
         self._seek_cost: dict[str, int] = {}  # most frames decoded before the first wanted one after a seek
+        self._recent: tuple[tuple | None, dict[int, np.ndarray]] = (None, {})  # the last clip's frames
+        _VIDEO_SOURCES.add(self)
 
     def __getstate__(self) -> dict:  # open decoders and locks stay in their process
         state = self.__dict__.copy()
-        state.update(_lock=None, _decoders=OrderedDict())
+        state.update(_lock=None, _decoders=OrderedDict(), _recent=(None, {}))
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        _VIDEO_SOURCES.add(self)
+
+    def close(self) -> None:
+        """Close the open decoders (they reopen on the next read)."""
+        decoders = getattr(self, "_decoders", None)
+        while decoders:
+            decoders.popitem()[1].close()
 
     def __del__(self) -> None:
-        for decoder in getattr(self, "_decoders", {}).values():
-            decoder.close()
+        self.close()
 
     def video_path(self, video: str) -> Path:
         if video not in self._paths:
@@ -302,23 +324,25 @@ class VideoFileSource:
         try:
             decoder = self._decoder(video)
             forward = first - decoder.position - 1  # frames to decode before `first` without seeking
-            if decoder.position == 0 or forward < 0 or forward > self._seek_cost.get(video, 0):
+            seeked = decoder.position == 0 or forward < 0 or forward > self._seek_cost.get(video, 0)
+            if seeked:
                 decoder.seek(first)
-                skipped = None
-            else:
-                skipped = 0
             for frame in decoder.frames:
                 n = decoder.frame_number(frame)
                 decoder.position = n
-                if skipped is None:  # first frame after a seek: learn how far back keyframes are
+                if seeked:  # first frame after a seek: learn how far before `first` keyframes lie
                     self._seek_cost[video] = max(self._seek_cost.get(video, 0), first - n)
-                    skipped = 0
+                    seeked = False
                 if n >= first and (wanted is None or n in wanted):
                     out[n] = resize_frame(frame.to_ndarray(format="bgr24"), resize)
                 if n >= last:
                     break
+            else:  # end of stream: the next read must seek
+                decoder.position = 0
         except av.FFmpegError as error:
-            self._decoders.pop(video, None)
+            broken = self._decoders.pop(video, None)
+            if broken is not None:
+                broken.close()
             raise FrameReadError(f"{self.video_path(video)}: decoding frames {first}..{last} failed ({error})") from None
         return out
 
@@ -350,13 +374,21 @@ class VideoFileSource:
         if self.cache_videos:
             whole = self._whole(video)
             decoded = {n: resize_frame(whole[min(max(n, 1), len(whole)) - 1], resize) for n in set(frames)}
-        else:
-            decoded = self._decode_range(video, min(frames), max(frames), set(frames), resize)
-            missing = sorted(set(frames) - set(decoded))
-            if missing:
-                self._decoders.pop(video, None)
-                raise FrameReadError(f"{self.video_path(video)}: frames {missing[:5]} not found "
-                                     f"(video has {self.num_frames(video)} frames)")
+            return [decoded[n] for n in frames]
+        # frames shared with the previous clip (overlapping windows) are reused, not decoded again
+        recent_key, recent = self._recent
+        decoded = {n: recent[n] for n in frames if n in recent} if recent_key == (video, resize) else {}
+        needed = set(frames) - set(decoded)
+        if needed:
+            decoded.update(self._decode_range(video, min(needed), max(needed), needed, resize))
+        missing = sorted(set(frames) - set(decoded))
+        if missing:
+            stale = self._decoders.pop(video, None)
+            if stale is not None:
+                stale.close()
+            raise FrameReadError(f"{self.video_path(video)}: frames {missing[:5]} not found "
+                                 f"(video has {self.num_frames(video)} frames)")
+        self._recent = ((video, resize), decoded)
         return [decoded[n] for n in frames]
 
 
