@@ -155,6 +155,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision; only ever enabled on CUDA
     drop_last: bool = True
     min_score: float = 0.0  # drop proposal boxes below this detector score
+    cache_mb: float = 0.0  # per-worker LRU of decoded + resized frames (MB; 0 = off): later epochs skip decoding
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class ValConfig:
     workers: int = 0
     video_root: str | None = None
     min_score: float = 0.0  # drop proposal boxes below this detector score (best box kept)
+    cache_mb: float = 0.0  # per-worker LRU of decoded + resized frames (MB; 0 = off)
 
 
 @dataclass(frozen=True)

@@ -175,3 +175,12 @@ def test_override_list_items(acar_yaml):
         load_config(acar_yaml, ["train.augmentation.spatial.5.type=Scale"])
     with pytest.raises(ConfigError, match="is not a mapping or list"):
         load_config(acar_yaml, ["manual_seed.x=1"])
+
+
+def test_data_cache_mb_key(acar_yaml):
+    cfg = load_config(acar_yaml)
+    assert cfg.train.cache_mb == 0.0 and cfg.val.cache_mb == 0.0  # off unless asked for
+    cfg = load_config(acar_yaml, ["train.cache_mb=256", "val.cache_mb=64.5"])
+    assert cfg.train.cache_mb == 256.0 and cfg.val.cache_mb == 64.5
+    with pytest.raises(ConfigError, match=r"did you mean 'train\.cache_mb'"):
+        load_config(acar_yaml, ["train.cache_m=256"])

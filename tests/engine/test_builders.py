@@ -134,3 +134,21 @@ def test_sub_learnable_false_freezes_only_the_vit():
     assert all(p.requires_grad for p in model.backbone.slowfast.parameters())
     assert builders.frozen_modules(model, cfg) == [model.backbone.vit]
     assert builders.frozen_modules(model, _toy()) == []
+
+
+def test_build_dataset_passes_the_frame_cache_size(tmp_path):
+    import numpy as np
+
+    from stad.data.formats.acar_pkl import write_acar_pkl
+    from stad.structures import Boxes, Keyframe, LabelMap
+
+    ann = tmp_path / "ann.pkl"
+    kf = Keyframe("v", 1, Boxes(np.array([[0.1, 0.1, 0.5, 0.9]], np.float32)), ((0,),), 31, 1, 61, "v_%06d.jpg")
+    write_acar_pkl(ann, [kf], LabelMap(tuple(range(1, 12)), tuple(str(i) for i in range(1, 12))))
+    sets = [f"train.annotation_path={ann}", f"train.root_path={tmp_path}", "model.head.kwargs.num_classes=11"]
+    config = _toy(sets)
+    assert config.train.cache_mb == 0
+    assert builders.build_dataset(config, config.train, train=True).source.cache_bytes_max == 0
+    config = _toy(sets + ["train.cache_mb=8"])
+    dataset = builders.build_dataset(config, config.train, train=True)
+    assert dataset.source.cache_bytes_max == 8 * 2**20
