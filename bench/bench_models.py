@@ -2,7 +2,7 @@
 and the batched ACAR head vs ACAR-Net's per-clip loop.
 
     .venv/bin/python bench/bench_models.py                 # everything, appends to bench/RESULTS.md
-    .venv/bin/python bench/bench_models.py --only head     # just the head comparison
+    .venv/bin/python bench/bench_models.py --only head     # just the head comparison (--repeats N)
     .venv/bin/python bench/bench_models.py --only tiny     # toy-demo model training step
     .venv/bin/python bench/bench_models.py --no-append     # print only
 
@@ -33,6 +33,17 @@ BACKBONES = {  # name: (clip shape [B, 3, T, H, W], model kwargs)
     "slowfast_r101": ((1, 3, 32, 256, 256), {}),
     "vit_base": ((1, 3, 16, 224, 224), {}),
 }
+
+
+def _cpu_name() -> str:
+    """CPU model from /proc/cpuinfo (Linux), else the platform's processor or machine name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _peak_rss_mb() -> float:
@@ -73,57 +84,89 @@ def run_backbone(name: str, iters: int, threads: int) -> dict:
     return result
 
 
-def run_head(threads: int, repeats: int = 4) -> list[dict]:
+HEAD_CONFIGS = [  # (label, ACARHead kwargs, training step?)
+    ("R50 config (HR2O depth 2, 3x3)", dict(depth=2), False),
+    ("R101 config (HR2O depth 1, 1x1 mlp)", dict(depth=1, mlp_1x1=True), False),
+    ("R50 config, forward+backward (training)", dict(depth=2), True),
+]
+
+
+def _head_inputs():
+    """Fused 2304x16x16 map of 8 clips (slow 2048x8x16x16 + fast 256x32x16x16) and 5 boxes per clip."""
     import torch
 
     from stad.models.fusion import TemporalPoolFusion
-    from stad.models.heads import ACARHead, acar_per_clip_reference
     from stad.models.neck import RoINeck
 
-    torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
     fused = TemporalPoolFusion()([torch.randn(8, 2048, 8, 16, 16, generator=gen),
                                   torch.randn(8, 256, 32, 16, 16, generator=gen)])
     boxes = [torch.cat([torch.rand(5, 2, generator=gen) * 0.5, torch.rand(5, 2, generator=gen) * 0.4 + 0.55], 1)
              for _ in range(8)]
-    rois = RoINeck().eval()(boxes)
+    return fused, RoINeck().eval()(boxes)
+
+
+def _outputs_and_grads(fn, head, features, train: bool) -> list:
+    """[output] (+ input and parameter gradients of sum(output^2) when training)."""
+    head.zero_grad(set_to_none=True)
+    features.grad = None
+    out = fn()
+    if not train:
+        return [out]
+    out.square().sum().backward()
+    return [out.detach(), features.grad.clone()] + [p.grad.clone() for p in head.parameters()]
+
+
+def _max_diffs(fns: dict, head, features, train: bool) -> dict[str, float]:
+    """Max |batched - loop| of the logits; when training also the max gradient difference (relative to
+    the tensor's largest gradient, worst tensor) of batched vs loop and, for scale, of loop* vs loop."""
+    results = {k: _outputs_and_grads(fn, head, features, train) for k, fn in fns.items()}
+    loop = results["loop"]
+    diffs = {"max_abs_diff": (results["batched"][0] - loop[0]).abs().max().item()}
+    for key in ("batched", "loop_fast"):
+        diffs[f"grad_rel_diff_{key}"] = max(((a - b).abs().max() / b.abs().max()).item()
+                                            for a, b in zip(results[key][1:], loop[1:])) if train else float("nan")
+    return diffs
+
+
+def run_head(threads: int, repeats: int = 4) -> list[dict]:
+    """Batched ACAR head vs ACAR-Net's per-clip loop (and the loop given the same kernel choices),
+    interleaved best-of-``repeats`` runs (training: half as many), wall and thread CPU time."""
+    import torch
+
+    from stad.models.heads import ACARHead, acar_per_clip_reference
+
+    torch.set_num_threads(threads)
+    fused, rois = _head_inputs()
     rows = []
-    configs = [("R50 config (HR2O depth 2, 3x3)", dict(depth=2), False),
-               ("R101 config (HR2O depth 1, 1x1 mlp)", dict(depth=1, mlp_1x1=True), False),
-               ("R50 config, forward+backward (training)", dict(depth=2), True)]
-    for label, kwargs, train in configs:
+    for label, kwargs, train in HEAD_CONFIGS:
         head = ACARHead(2304, 60, **kwargs).train(train)
         head.hr2o.apply(lambda m: m.eval() if isinstance(m, torch.nn.Dropout) else None)  # same math both ways
         features = fused.clone().requires_grad_(train)
-
-        def batched():
-            return head(features, rois)
-
-        def loop():
-            return acar_per_clip_reference(head, features, rois)
-
-        def step(fn):
-            out = fn()
-            if train:
-                out.square().sum().backward()
-            return out
-
-        wall = {"batched": [], "loop": []}
-        cpu = {"batched": [], "loop": []}
+        fns = {"batched": lambda: head(features, rois),
+               "loop": lambda: acar_per_clip_reference(head, features, rois),
+               "loop_fast": lambda: acar_per_clip_reference(head, features, rois, fast_kernels=True)}
+        wall, cpu = {k: [] for k in fns}, {k: [] for k in fns}
         with torch.set_grad_enabled(train), torch.inference_mode(not train):
-            diff = (batched() - loop()).abs().max().item()
-            for _ in range(repeats if not train else 2):  # interleaved so both see the same machine load
-                for key, fn in (("batched", batched), ("loop", loop)):
+            diffs = _max_diffs(fns, head, features, train)
+            for _ in range(max(2, repeats // 2) if train else repeats):  # interleaved: all paths see the same load
+                for key, fn in fns.items():
                     head.zero_grad(set_to_none=True)
+                    features.grad = None
                     start, start_cpu = time.perf_counter(), time.thread_time()
-                    step(fn)
+                    out = fn()
+                    if train:
+                        out.square().sum().backward()
                     wall[key].append(time.perf_counter() - start)
                     cpu[key].append(time.thread_time() - start_cpu)
         best, best_cpu = {k: min(v) for k, v in wall.items()}, {k: min(v) for k, v in cpu.items()}
         rows.append({"config": label, "batched_s": best["batched"], "loop_s": best["loop"],
                      "speedup": best["loop"] / best["batched"], "batched_cpu_s": best_cpu["batched"],
                      "loop_cpu_s": best_cpu["loop"], "speedup_cpu": best_cpu["loop"] / best_cpu["batched"],
-                     "max_abs_diff": diff, "all_batched_s": wall["batched"], "all_loop_s": wall["loop"]})
+                     "loop_fast_cpu_s": best_cpu["loop_fast"],
+                     "speedup_cpu_fast": best_cpu["loop_fast"] / best_cpu["batched"],
+                     **diffs,
+                     "all_batched_cpu_s": cpu["batched"], "all_loop_cpu_s": cpu["loop"]})
     return rows
 
 
@@ -159,7 +202,7 @@ def format_section(backbones: list[dict], heads: list[dict], threads: int, iters
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n## bench_models (stad/models) — {now}\n",
              f"Command: `.venv/bin/python bench/bench_models.py{' ' if sys.argv[1:] else ''}{' '.join(sys.argv[1:])}` — machine: {os.cpu_count()}-core CPU "
-             f"({platform.processor() or platform.machine()}), shared with other jobs; torch threads = {threads}; "
+             f"({_cpu_name()}), shared with other jobs; torch threads = {threads}; "
              f"no GPU here (the script adds CUDA columns when one is present).\n"]
     if backbones:
         lines += [f"Backbone forward, batch 1, best of {iters} (inference mode); peak RSS of the process "
@@ -170,15 +213,27 @@ def format_section(backbones: list[dict], heads: list[dict], threads: int, iters
             lines.append(f"| {r['name']} | {r['input']} | {r['outputs']} | {r['params_M']:.1f} | "
                          f"{r['cpu_s_per_clip']:.2f} | {r['peak_rss_mb']:.0f} | {r['rss_increase_mb']:.0f} |")
     if heads:
+        load = heads[0].get("load_average")
         lines += ["\nACAR head (inference forward unless noted), 8 clips x 5 boxes, fused 2304x16x16 map (slow 2048x8x16x16 + "
-                  "fast 256x32x16x16), best of 4 (training: 2) interleaved runs; wall time and thread CPU time (the latter is "
-                  "robust to other jobs on the machine):\n",
+                  f"fast 256x32x16x16), best of {heads[0].get('repeats', 4)} (training: half as many, at least 2) "
+                  "interleaved runs; wall time and thread CPU time (the latter is robust to other jobs on the machine)"
+                  + (f"; load average (1 min) {load[0]:.1f} at start, {load[1]:.1f} at end" if load else "") + ".",
+                  "*loop* = ACAR-Net's per-clip head code on the same weights; *loop\\** = the same loop given the batched "
+                  "head's kernel choices (channels-last tensors, 1x1 convs through oneDNN), i.e. what batching, the conv1 "
+                  "split and the pooled last conv gain on their own. Diffs: max |batched - loop| of the logits and, when "
+                  "training, the worst gradient difference relative to that tensor's largest gradient, batched vs loop "
+                  "and loop\\* vs loop (the latter shows the size of the difference rounding alone makes at the "
+                  "max-pool and ReLU switches):\n",
                   "| head config | batched wall (s) | loop wall (s) | speed-up wall | batched CPU (s) | loop CPU (s) "
-                  "| speed-up CPU | max abs diff |", "|---|---|---|---|---|---|---|---|"]
+                  "| speed-up CPU | loop\\* CPU (s) | speed-up CPU vs loop\\* | max abs diff | grad rel diff "
+                  "| grad rel diff loop\\* |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in heads:
+            grads = ["-" if g != g else f"{g:.1e}" for g in (r["grad_rel_diff_batched"], r["grad_rel_diff_loop_fast"])]
             lines.append(f"| {r['config']} | {r['batched_s']:.3f} | {r['loop_s']:.3f} | {r['speedup']:.2f}x | "
-                         f"{r['batched_cpu_s']:.3f} | {r['loop_cpu_s']:.3f} | {r['speedup_cpu']:.2f}x | "
-                         f"{r['max_abs_diff']:.1e} |")
+                         f"{r['batched_cpu_s']:.3f} | {r['loop_cpu_s']:.3f} | **{r['speedup_cpu']:.2f}x** | "
+                         f"{r['loop_fast_cpu_s']:.3f} | {r['speedup_cpu_fast']:.2f}x | {r['max_abs_diff']:.1e} | "
+                         f"{grads[0]} | {grads[1]} |")
     if tiny:
         lines += ["\nToy-demo model `acar_vitsf_tiny` (vit_tiny + slowfast_tiny + ACAR head, "
                   f"{tiny[0]['params_M']:.2f} M params), one training step (forward + backward), best of 3:\n",
@@ -193,6 +248,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["backbones", "head", "tiny"], default=None)
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=4,
+                        help="interleaved runs per path of the head benchmark, best kept (training: half, at least 2)")
     parser.add_argument("--no-append", action="store_true")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one backbone, print JSON
     args = parser.parse_args()
@@ -207,7 +264,10 @@ def main() -> None:
             backbones.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(backbones[-1], flush=True)
     if args.only in (None, "head"):
-        heads = run_head(args.threads)
+        load_start = os.getloadavg()[0]
+        heads = run_head(args.threads, args.repeats)
+        for row in heads:
+            row.update(load_average=(load_start, os.getloadavg()[0]), repeats=args.repeats)
         for row in heads:
             print(row, flush=True)
     if args.only in (None, "tiny"):
