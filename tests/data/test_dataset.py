@@ -140,3 +140,54 @@ def test_decoded_frame_cache_gives_identical_clips(toy):
     for i in range(len(cached)):
         cached[i]
     assert cached.source._cache_bytes <= 2**20  # LRU keeps the budget
+
+
+def _baseline_clip(ds: ClipDataset, index: int, short_side: int) -> torch.Tensor:
+    """The reference loader of bench/bench_loader.py: cv2.imread, BGR->RGB, bilinear resize, float,
+    normalise, frame by frame -> float [3, T, H, W]."""
+    import cv2
+
+    kf = ds.keyframes[index]
+    frames = []
+    for n in ds.frame_numbers(index):
+        img = cv2.cvtColor(cv2.imread(str(ds.source.path(kf.video, kf.format_str, n))), cv2.COLOR_BGR2RGB)
+        h, w = img.shape[:2]
+        size = (int(short_side * w / h), short_side) if w >= h else (short_side, int(short_side * h / w))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+        frames.append(torch.from_numpy((img - 0.45) / 0.225).permute(2, 0, 1))
+    return torch.stack(frames, dim=1)
+
+
+def test_fast_path_equals_imread_baseline(toy):
+    """Documented tolerance: identical pixels when the JPEG must be decoded in full (short side 160 of
+    240); at short side 112 the 1/2-size DCT decode (then bilinear 160->149) differs by < 2.5 grey
+    levels on average from full decode + bilinear 320->149."""
+    ann, frames = toy / "annotations" / "train.pkl", toy / "frames"
+    exact = ClipDataset(ann, frames_root=frames, clip_len=6, frame_stride=3, transform=default_transform(160))
+    reduced = ClipDataset(ann, frames_root=frames, clip_len=6, frame_stride=3, transform=default_transform(112))
+    for i in range(0, len(exact), 2):
+        torch.testing.assert_close(collate_clips([exact[i]]).clips[0], _baseline_clip(exact, i, 160), rtol=0, atol=1e-5)
+        fast, base = collate_clips([reduced[i]]).clips[0], _baseline_clip(reduced, i, 112)
+        assert fast.shape == base.shape == (3, 6, 112, 149)
+        assert (fast - base).abs().mean() * 0.225 * 255 < 2.5
+
+
+def test_batch_pickles_box_lists_compactly_and_workers_share_pixels(toy):
+    import pickle
+
+    ds = ClipDataset(toy / "annotations" / "train.pkl", frames_root=toy / "frames", clip_len=4, frame_stride=2,
+                     transform=default_transform(64))
+    empty = ClipSample(ds[0].pixels, torch.zeros(0, 4), torch.zeros(0, 11), torch.zeros(0), ("v", 9),
+                       torch.zeros(0, dtype=torch.int64), (240, 320), torch.zeros(0, 4), ds[0].norm)
+    batch = collate_clips([ds[0], empty, ds[1]])
+    again = pickle.loads(pickle.dumps(batch))
+    assert again.num_boxes == batch.num_boxes and again.keys == batch.keys and again.orig_sizes == batch.orig_sizes
+    for name in ("boxes", "targets", "box_scores", "person_ids", "orig_boxes"):
+        for a, b in zip(getattr(batch, name), getattr(again, name)):
+            assert a.dtype == b.dtype and torch.equal(a, b), name
+    assert torch.equal(again.clips, batch.clips)
+    from_workers = list(DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate_clips, timeout=120))
+    in_process = list(DataLoader(ds, batch_size=3, collate_fn=collate_clips))
+    assert from_workers[0].pixels.is_shared() and from_workers[0].pixels.dtype == torch.uint8
+    for a, b in zip(from_workers, in_process):
+        assert torch.equal(a.clips, b.clips) and all(torch.equal(x, y) for x, y in zip(a.targets, b.targets))

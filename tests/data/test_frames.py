@@ -92,3 +92,57 @@ def test_dataset_clip_from_video_equals_clip_from_frames(toy, one_video, tmp_pat
         assert torch.equal(v.clip, from_png[i].clip) and torch.equal(v.boxes, from_png[i].boxes)
         err = (v.clip - from_jpg[i].clip).abs().mean() * 0.225 * 255
         assert err < 2.5, err
+
+
+def test_simplejpeg_decode_is_bit_identical_to_opencv(toy):
+    """The fast JPEG decoder (simplejpeg) gives OpenCV's pixels exactly, at full and reduced size."""
+    import cv2
+
+    from stad.data import video as vid
+
+    if vid.simplejpeg is None:
+        pytest.skip("simplejpeg not installed (OpenCV decodes)")
+    paths = sorted((toy / "frames" / "toy_val_001").glob("*.jpg"))[::15]
+    for path in paths:
+        data = path.read_bytes()
+        for reduction, flag in ((1, cv2.IMREAD_COLOR), (2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                                (8, cv2.IMREAD_REDUCED_COLOR_8)):
+            fast = vid.decode_jpeg_bytes(data, reduction)
+            assert np.array_equal(fast, cv2.imdecode(np.frombuffer(data, np.uint8), flag)), (path.name, reduction)
+            assert np.array_equal(fast, vid.decode_jpeg_bytes(data, reduction, use_simplejpeg=False))
+    png = cv2.imencode(".png", np.full((6, 8, 3), 7, np.uint8))[1].tobytes()
+    assert vid.decode_jpeg_bytes(png).shape == (6, 8, 3)  # non-JPEG: OpenCV
+    with pytest.raises(FrameReadError, match="x.jpg: cannot decode"):
+        vid.decode_jpeg_bytes(b"\xff\xd8\xff garbage", 1, "x.jpg")
+
+
+def test_video_reader_reuses_open_decoder_without_changing_frames(one_video):
+    """Forward continuation, frames reused from the previous clip and seeks give the frames a full
+    sequential decode gives, in any request order."""
+    reader = VideoFileSource(one_video / "videos")
+    reference = VideoFileSource(one_video / "videos", cache_videos=1)  # the whole video decoded once
+    rng = np.random.default_rng(0)
+    requests = [[1, 3, 5], [5, 7, 9], [40, 42], [41, 43], [60, 75, 90], [90], [2, 4], [88, 89, 90], [10, 11]]
+    requests += [sorted(rng.integers(1, 91, 4).tolist()) for _ in range(12)]
+    for frames in requests:
+        got = reader.read_frames("toy_val_001", "", frames, resize=(160, 120))
+        want = reference.read("toy_val_001", "", frames, resize=(160, 120))
+        assert np.array_equal(np.stack(got), want), frames
+    assert len(reader._decoders) == 1
+    reader.close()
+    assert not reader._decoders and np.array_equal(reader.read("toy_val_001", "", [30]), reference.read("toy_val_001", "", [30]))
+
+
+def test_video_dataset_in_workers_after_main_process_reads(toy):
+    """Workers forked while the main process holds open decoders (with FFmpeg threads) must not hang."""
+    from torch.utils.data import DataLoader
+
+    from stad.data.collate import collate_clips
+
+    ds = ClipDataset(toy / "annotations" / "val.pkl", video_root=toy / "videos", clip_len=4, frame_stride=2,
+                     transform=default_transform(64))
+    first = ds[0].clip
+    assert ds.source._decoders  # an open decoder in the main process
+    batches = list(DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_clips, timeout=120))
+    assert sum(len(b) for b in batches) == len(ds)
+    assert torch.equal(batches[0].clips[0], first)

@@ -121,3 +121,19 @@ def test_tta_views():
     assert len(views) == 4
     outs = [v.sample(H, W).geometry for v in views]
     assert [o.out[1] for o in outs] == [64, 64, 96, 96] and [o.flip for o in outs] == [False, True, False, True]
+
+
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_per_frame_render_equals_stack_reference(name):
+    """`render_frames` (resize, crop view, mirror, BGR->RGB split per distinct frame) gives exactly the
+    reference: resize/pad/crop/flip the stack, then reverse channels and transpose."""
+    rng = np.random.default_rng(3)
+    for seed in range(4):
+        recipe = T.Compose(tuple(STEPS[name]) + (T.RandomHorizontalFlip(),)).sample(H, W, np.random.default_rng(seed))
+        stack = rng.integers(0, 256, (4, H, W, 3), dtype=np.uint8)
+        stack[2] = stack[1]
+        expected = np.ascontiguousarray(T.render_geometry(stack, recipe.geometry)[..., ::-1].transpose(3, 0, 1, 2))
+        as_list = [stack[0], stack[1], stack[1], stack[3]]  # a clamped clip repeats one frame object
+        assert np.array_equal(T.render_frames(stack, recipe.geometry), expected)
+        assert np.array_equal(T.render_frames(as_list, recipe.geometry), expected)
+        assert torch.equal(recipe.render_uint8(as_list), torch.from_numpy(expected))
