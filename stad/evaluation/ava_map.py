@@ -82,13 +82,8 @@ class _Grouped:
 
 def _group_by_key(rows: BoxRows) -> _Grouped:
     """Group rows by ``(video, timestamp)``, keys numbered by first appearance (as dict order)."""
-    import pandas as pd
-
-    packed = rows.video_code.astype(np.int64) * (1 << 40) + (rows.timestamp - rows.timestamp.min()
-                                                            if len(rows) else rows.timestamp)
-    codes, uniques = pd.factorize(packed, sort=False)
-    offsets, order = kernels.stable_group(codes.astype(np.int64, copy=False), len(uniques))
-    first = order[offsets[:-1]]
+    codes, first = kernels.key_codes(rows.video_code, rows.timestamp)
+    offsets, order = kernels.stable_group(codes, len(first))
     keys = list(zip(rows.video_names[rows.video_code[first]].tolist(), rows.timestamp[first].tolist()))
     return _Grouped(keys, offsets, order)
 
@@ -177,7 +172,7 @@ class _Prepared:
         """Mask of rows whose class id is in the label map (a lookup table, not a sort)."""
         table = np.zeros(max(self.labelmap.ids) + 2, bool)
         table[list(self.labelmap.ids)] = True
-        return table[np.clip(action_id, 0, len(table) - 1)]
+        return table.take(action_id, mode="clip")
 
     @staticmethod
     def _count_unknown(unknown: np.ndarray) -> dict[str, int]:

@@ -8,7 +8,7 @@ column counts, odd characters) makes `parse` return None and the caller falls ba
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
@@ -83,10 +83,13 @@ def _same_bytes(buf, a, b, length):
 
 @njit(cache=True, nogil=True)
 def _count_lines(buf, start, stop):
-    count = 1
+    """Lines in ``buf[start:stop]``: its newlines, plus an unterminated last line."""
+    count = 0
     for p in range(start, stop):
         if buf[p] == 10:
             count += 1
+    if stop > start and buf[stop - 1] != 10:
+        count += 1
     return count
 
 
@@ -113,31 +116,24 @@ def _box_ok(x1, y1, x2, y2):
 
 
 @njit(cache=True, nogil=True)
-def _parse_segment(buf, start, stop, n_cols, pow10):
-    """Parse the lines of ``buf[start:stop]`` (whole lines only).
+def _parse_segment(buf, start, stop, n_cols, pow10, out, video_code, timestamp, x1, y1, x2, y2, action, score):
+    """Parse the lines of ``buf[start:stop]`` (whole lines only) into the columns from row ``out`` on.
 
-    Returns ``(ok, n_rows, video_code, spans[V, 2], timestamp, x1, y1, x2, y2, action, score)``;
-    video codes are local to the segment, ``spans`` are the byte ranges of their names in ``buf``.
-    ``ok`` is False for anything the careful reader should look at (odd numbers, wrong column
-    counts, boxes outside [0, 1] or with swapped corners).
+    Returns ``(ok, n_rows, spans[V, 2])``: video codes written are local to the segment (numbered
+    by first appearance), ``spans`` are the byte ranges of their names in ``buf``. ``ok`` is False
+    for anything the careful reader should look at (odd numbers, wrong column counts, boxes
+    outside [0, 1] or with swapped corners).
     """
-    n_lines = _count_lines(buf, start, stop)
-    video_code = np.empty(n_lines, np.int32)
-    timestamp = np.empty(n_lines, np.int64)
-    x1, y1 = np.empty(n_lines, np.float64), np.empty(n_lines, np.float64)
-    x2, y2 = np.empty(n_lines, np.float64), np.empty(n_lines, np.float64)
-    score = np.ones(n_lines, np.float64)
-    action = np.empty(n_lines, np.int64)
-    spans = np.empty((min(n_lines, 1 << 16), 2), np.int64)
+    spans = np.empty((1 << 16, 2), np.int64)
     codes = dict()
     codes[np.uint64(0)] = np.int32(-1)
     n_videos = 0
     last_start, last_end, last_code = -1, -1, -1
-    row = 0
+    row = out
     pos = start
     bounds = np.empty(9, np.int64)
     coords = np.empty(4, np.float64)
-    failed = (False, 0, video_code, spans[:0], timestamp, x1, y1, x2, y2, action, score)
+    failed = (False, 0, spans[:0])
     while pos < stop:
         line_end = pos
         while line_end < stop and buf[line_end] != 10:
@@ -183,14 +179,15 @@ def _parse_segment(buf, start, stop, n_cols, pow10):
             if not ok:
                 return failed
             action[row] = a
+            value = 1.0
             if n_cols == 8:
                 value, ok = _number(buf, bounds[7], bounds[8] - 1, pow10)
                 if not ok:
                     return failed
-                score[row] = value
+            score[row] = value
             row += 1
         pos = line_end + 1
-    return True, row, video_code, spans[:n_videos], timestamp, x1, y1, x2, y2, action, score
+    return True, row - out, spans[:n_videos].copy()
 
 
 @njit(cache=True, nogil=True)
@@ -202,13 +199,49 @@ def _after_last_newline(buf, start, stop):
     return start
 
 
-def _read_and_parse(path: str, n_cols: int, segment_bytes: int, workers: int) -> tuple[np.ndarray, list]:
+class _Columns:
+    """Output columns sized for the most rows the file can hold (untouched pages cost no memory)."""
+
+    def __init__(self, size: int, n_cols: int) -> None:
+        rows = (size + 1) // (2 * n_cols) + 1  # a row is at least n_cols one-byte fields, commas, newline
+        self.video_code = np.empty(rows, np.int32)
+        self.timestamp = np.empty(rows, np.int64)
+        self.x1, self.y1, self.x2, self.y2, self.score = (np.empty(rows, np.float64) for _ in range(5))
+        self.action = np.empty(rows, np.int64)
+
+    def fields(self) -> tuple[np.ndarray, ...]:
+        return self.video_code, self.timestamp, self.x1, self.y1, self.x2, self.y2, self.action, self.score
+
+
+def _segment_task(buf, start, stop, n_cols, columns: _Columns, previous_end: Future, own_end: Future):
+    """Count the segment's lines, publish where the next segment's rows start, then parse.
+
+    Returns ``(ok, first_row, n_rows, spans)``. Lines bound rows from above, so offsets are known
+    after a quick count and every segment writes straight into the shared columns.
+    """
+    try:
+        lines = _count_lines(buf, start, stop)
+        first_row = previous_end.result()
+        own_end.set_result(first_row + lines)
+    except BaseException as exc:  # never leave the next segment waiting
+        own_end.set_exception(exc)
+        raise
+    if first_row + lines > len(columns.action):
+        return False, first_row, 0, None
+    ok, n, spans = _parse_segment(buf, start, stop, n_cols, _POW10, first_row, *columns.fields())
+    return ok, first_row, n, spans
+
+
+def _read_and_parse(path: str, n_cols: int, segment_bytes: int, workers: int) -> tuple[np.ndarray, _Columns, list]:
     """Read ``path`` segment by segment; each segment's whole lines are parsed on a worker thread
     while the next one is read (the parser releases the GIL), so disk and parsing overlap."""
     size = os.path.getsize(path)
     buf = np.empty(size, np.uint8)
+    columns = _Columns(size, n_cols)
     view = memoryview(buf)
     futures = []
+    previous_end: Future = Future()
+    previous_end.set_result(0)
     with open(path, "rb", buffering=0) as handle, ThreadPoolExecutor(workers) as pool:
         filled = parsed_to = 0
         while filled < size:
@@ -218,9 +251,10 @@ def _read_and_parse(path: str, n_cols: int, segment_bytes: int, workers: int) ->
             filled += got
             cut = size if filled == size else _after_last_newline(buf, parsed_to, filled)
             if cut > parsed_to:
-                futures.append(pool.submit(_parse_segment, buf, parsed_to, cut, n_cols, _POW10))
-                parsed_to = cut
-        return buf, [future.result() for future in futures]
+                own_end: Future = Future()
+                futures.append(pool.submit(_segment_task, buf, parsed_to, cut, n_cols, columns, previous_end, own_end))
+                previous_end, parsed_to = own_end, cut
+        return buf, columns, [future.result() for future in futures]
 
 
 def parse(path: str, n_cols: int, segment_bytes: int = 32 << 20, workers: int | None = None) -> tuple | None:
@@ -229,22 +263,23 @@ def parse(path: str, n_cols: int, segment_bytes: int = 32 << 20, workers: int | 
     Video names are numbered by first appearance in the file. ``workers`` parser threads (default:
     the CPU count) work on ``segment_bytes`` pieces while the file is still being read.
     """
-    buf, segments = _read_and_parse(path, n_cols, segment_bytes, workers or os.cpu_count() or 1)
+    buf, columns, segments = _read_and_parse(path, n_cols, segment_bytes, workers or os.cpu_count() or 1)
     if not all(segment[0] for segment in segments):
         return None
     numbers: dict[str, int] = {}
-    columns: list[list[np.ndarray]] = [[] for _ in range(8)]
-    for ok, n, code, spans, *fields in segments:
+    for _, first_row, n, spans in segments:
         try:
             local = [bytes(buf[s:e]).decode("utf-8") for s, e in spans]
         except UnicodeDecodeError:
             return None
         lookup = np.array([numbers.setdefault(name, len(numbers)) for name in local] or [0], np.int32)
-        columns[0].append(lookup[code[:n]])
-        for i, field in enumerate(fields, start=1):
-            columns[i].append(field[:n])
-    del buf, segments
+        part = columns.video_code[first_row:first_row + n]
+        part[:] = lookup[part]
+    del buf
     names = np.array(list(numbers), dtype=object)
-    code, timestamp, x1, y1, x2, y2, action, score = (
-        parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in columns)
-    return names, code, timestamp, x1, y1, x2, y2, action, score
+    pieces = [(first_row, n) for _, first_row, n, _ in segments]
+    starts = np.cumsum([0] + [n for _, n in pieces])
+    if all(first == start for (first, _), start in zip(pieces, starts)):
+        return (names, *(field[:starts[-1]] for field in columns.fields()))
+    # blank lines left gaps between segments: close them (rare)
+    return (names, *(np.concatenate([field[f:f + n] for f, n in pieces]) for field in columns.fields()))

@@ -402,6 +402,35 @@ def match_targets(det_offsets, det_rows, det_to_gt_key, gt_offsets, gt_rows, act
 
 
 @njit(cache=True)
+def key_codes(video_code, timestamp):
+    """Number the ``(video, timestamp)`` keys of rows by first appearance.
+
+    Returns ``(codes int64 [N], first int64 [K])``: each row's key number and each key's first row.
+    Rows of one key usually follow each other, so a row is first compared with its predecessor and
+    the hash table is consulted only when the key changes.
+    """
+    n = len(video_code)
+    codes = np.empty(n, np.int64)
+    first = np.empty(n, np.int64)
+    table = dict()
+    table[(np.int64(-1), np.int64(0))] = np.int64(-1)
+    n_keys = 0
+    for i in range(n):
+        if i > 0 and video_code[i] == video_code[i - 1] and timestamp[i] == timestamp[i - 1]:
+            codes[i] = codes[i - 1]
+            continue
+        key = (np.int64(video_code[i]), np.int64(timestamp[i]))
+        code = table.get(key, np.int64(-1))
+        if code < 0:
+            code = n_keys
+            table[key] = code
+            first[n_keys] = i
+            n_keys += 1
+        codes[i] = code
+    return codes, first[:n_keys].copy()
+
+
+@njit(cache=True)
 def stable_group(codes, n_groups):
     """Counting sort: ``(offsets [G+1], order [N])`` grouping indices by ``codes``, stable."""
     counts = np.zeros(n_groups + 1, np.int64)

@@ -182,6 +182,12 @@ def test_compiled_parser_segments_agree(tmp_path):
         assert parts[0].tolist() == first_seen
         for a, b in zip(parts[1:], whole[1:]):
             assert a.dtype == b.dtype and np.array_equal(a, b)
+    # blank lines (and CRLF endings) leave no rows behind and shift nothing
+    path.write_text("\r\n".join(r if i % 50 else r + "\r\n" for i, r in enumerate(rows)) + "\n\n")
+    for segment_bytes in (64, 1 << 20):
+        parts = fast_csv.parse(str(path), 8, segment_bytes=segment_bytes, workers=2)
+        for a, b in zip(parts[1:], whole[1:]):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("row", ["v,0902,0.5,0.1,0.4,0.6,1,0.5", "v,0902,0.1,0.1,0.5,1.5,1,0.5"])
