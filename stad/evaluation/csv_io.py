@@ -217,7 +217,11 @@ def _read_slow(path: Path, allowed_columns: tuple[int, ...]) -> BoxRows:
 
 
 def read_exclusions(path: str | Path | None) -> set[tuple[str, int]]:
-    """``video,timestamp`` rows (2 columns, no header) -> set of keys."""
+    """``video,timestamp`` rows (2 columns, no header) -> set of keys.
+
+    Deliberately not `stad.data.formats.ava.read_excluded`: that reader strips whitespace around
+    fields, the official evaluator does not, and keys must match exactly as they do there.
+    """
     if path is None:
         return set()
     path = Path(path)
