@@ -133,3 +133,11 @@ def test_conv1x1_equals_conv2d():
         out = conv1x1(x.contiguous(memory_format=layout), w)
         assert torch.allclose(out, torch.nn.functional.conv2d(x, w), atol=1e-6)
         assert torch.allclose(conv1x1(x, w[:, :, 0, 0]), out, atol=1e-6)
+
+
+def test_pooled_conv_rejects_convs_it_cannot_fold():
+    x = torch.randn(1, 4, 5, 5)
+    for conv in (torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, stride=2, bias=False),
+                 torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect", bias=False)):
+        with pytest.raises(ValueError, match="pooled_conv"):
+            pooled_conv(x, conv)

@@ -43,10 +43,14 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def pooled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """Spatial mean of ``conv(x)`` without computing the map: x [N, C, h, w] -> [N, C_out].
 
-    A convolution is linear, so mean_hw(conv(x)) = sum over kernel taps (a, b) of W[:, :, a, b] @ S_ab / (h' w'),
-    where S_ab [N, C] sums x over the input rows/columns that tap reaches (zero padding excluded).
-    Needs a bias-free, stride-1, undilated conv.
+    A convolution is linear, so mean_hw(conv(x)) = sum over kernel taps (a, b) of W[:, :, a, b] @ S_ab
+    / (h' w'), where S_ab [N, C] sums x over the input rows/columns that tap reaches (zero padding
+    excluded). Needs a bias-free, stride-1, undilated, ungrouped conv with zero padding.
     """
+    if (conv.bias is not None or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
+            or conv.padding_mode != "zeros" or isinstance(conv.padding, str)):
+        raise ValueError(f"pooled_conv needs a bias-free, stride-1, undilated, ungrouped conv with zero "
+                         f"padding, got {conv}")
     (k_h, k_w), (p_h, p_w) = conv.kernel_size, conv.padding
     height, width = x.shape[-2:]
     out_h, out_w = height + 2 * p_h - k_h + 1, width + 2 * p_w - k_w + 1
@@ -61,7 +65,8 @@ def pooled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 
 def _tap_reach(kernel: int, size: int, padding: int, out_size: int, like: torch.Tensor) -> torch.Tensor:
     """[kernel, size] 0/1 matrix (dtype/device of ``like``): which inputs each kernel tap reads."""
-    shift = torch.arange(size, device=like.device)[None, :] - torch.arange(kernel, device=like.device)[:, None] + padding
+    tap, position = torch.arange(kernel, device=like.device), torch.arange(size, device=like.device)
+    shift = position[None, :] - tap[:, None] + padding  # output index o = i - a + p
     return ((shift >= 0) & (shift < out_size)).to(like.dtype)
 
 
