@@ -11,7 +11,9 @@ as the official ``metrics.py`` so results agree to the last bit with the same nu
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -211,11 +213,13 @@ class _Prepared:
         (_, is_tp, kept_class, kept_score), offsets = _select(self.det_group, self.det, self.valid, capacities,
                                                               max(self.labelmap.ids),
                                                               self.target, self.n_gt_rows, want_selected=False)
-        results = []
-        for i, capacity in enumerate(capacities):
+        def score(i: int) -> CapacityResult:
             part = slice(offsets[i, 0], offsets[i, -1])
-            results.append(self._score(capacity, kept_class[part], kept_score[part], is_tp[part]))
-        return results
+            return self._score(capacities[i], kept_class[part], kept_score[part], is_tp[part])
+
+        # the scoring steps (compiled gathers, numpy sorts) release the GIL: capacities run side by side
+        with ThreadPoolExecutor(min(len(capacities), os.cpu_count() or 1)) as pool:
+            return list(pool.map(score, range(len(capacities))))
 
     def _score(self, capacity: int, kept_class: np.ndarray, kept_score: np.ndarray,
                is_tp: np.ndarray) -> CapacityResult:

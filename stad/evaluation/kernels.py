@@ -446,7 +446,7 @@ def stable_group(codes, n_groups):
     return offsets, order
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def gather_by_class(kept_class, kept_score, is_tp, n_classes):
     """Kept rows regrouped class by class (stable: hand-on order inside a class); class -1 dropped.
 
@@ -470,7 +470,7 @@ def gather_by_class(kept_class, kept_score, is_tp, n_classes):
     return bounds, out_score, out_tp
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def ap_terms(is_tp, ascending, num_gt):
     """The summands of the official VOC AP, ``(recall[i] - recall[i-1]) * precision[i]`` at every
     recall change, for detections ranked by ``ascending[::-1]`` (``np.argsort(scores)`` reversed).
