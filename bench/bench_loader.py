@@ -15,7 +15,8 @@ Cold = first pass, nothing decoded kept (the JPEG files are in the OS page cache
 Cache = second epoch with ``cache_mb`` (decoded + resized frames kept per process). Paths are
 measured in interleaved rounds (each round runs every path once) and the median is reported, with
 the CPU time of all processes (main + DataLoader workers) per clip, so the ratio can be judged on a
-loaded machine. Also the same clips decoded from the mp4 files (PyAV), sequential and shuffled.
+loaded machine. Also the same clips decoded from the mp4 files (PyAV), in sequential order (keyframes
+of a video in time order: the open decoder continues forward) and shuffled (a seek per clip).
 """
 from __future__ import annotations
 
@@ -38,9 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stad.data.collate import collate_clips  # noqa: E402
-from stad.data.dataset import ClipDataset  # noqa: E402
+from stad.data.dataset import ClipDataset, ClipSample  # noqa: E402
 from stad.data.toy import generate  # noqa: E402
-from stad.data.transforms import default_transform  # noqa: E402
+from stad.data.transforms import default_transform, render_frames  # noqa: E402
+from stad.data.video import decode_jpeg_bytes, resize_frame  # noqa: E402
 
 MEAN, STD = 0.45, 0.225
 BATCH = 4
@@ -107,8 +109,78 @@ def measure(make_loader: Callable[[], DataLoader], warm: bool = False) -> tuple[
 def loader(dataset, order, workers: int, fast: bool, persistent: bool = False) -> Callable[[], DataLoader]:
     return lambda: DataLoader(dataset, batch_size=BATCH, sampler=order, num_workers=workers,
                               collate_fn=collate_clips if fast else None,
-                              pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0,
-                              prefetch_factor=4 if workers else None)
+                              pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0)
+
+
+class Stages:
+    """CPU time (this thread) per named stage."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.last = time.thread_time()
+
+    def __call__(self, name: str) -> None:
+        now = time.thread_time()
+        self.totals[name] = self.totals.get(name, 0.0) + now - self.last
+        self.last = now
+
+
+def stage_profile(fast: ClipDataset, short: int, clips: int) -> tuple[dict[str, float], dict[str, float]]:
+    """CPU ms per clip of each stage, baseline and ClipDataset (main process, same steps as the
+    loaders, timed one by one)."""
+    base = Stages()
+    order = [i % len(fast) for i in range(clips)]
+    for start in range(0, clips, BATCH):
+        out = []
+        base("other")
+        for index in order[start:start + BATCH]:
+            kf = fast.keyframes[index]
+            frames = []
+            for n in fast.frame_numbers(index):
+                img = cv2.imread(str(fast.source.path(kf.video, kf.format_str, n)))
+                base("read + decode (cv2.imread)")
+                img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+                base("BGR->RGB")
+                h, w = img.shape[:2]
+                img = cv2.resize(img, (int(short * w / h), short) if w >= h else (short, int(short * h / w)),
+                                 interpolation=cv2.INTER_LINEAR)
+                base("resize")
+                frames.append(torch.from_numpy((img.astype(np.float32) / 255.0 - MEAN) / STD).permute(2, 0, 1))
+                base("float + normalise")
+            out.append(torch.stack(frames, dim=1))
+            base("stack + collate")
+        torch.utils.data.default_collate(out).sum()
+        base("stack + collate")
+    ours = Stages()
+    for start in range(0, clips, BATCH):
+        samples = []
+        ours("other")
+        for index in order[start:start + BATCH]:
+            kf = fast.keyframes[index]
+            numbers = fast.frame_numbers(index)
+            recipe = fast.transform.sample(*fast.source.frame_size(kf.video, kf.format_str, int(numbers[0])))
+            reduction = recipe.geometry.decode_reduction()
+            ours("other")
+            decoded = {}
+            for n in dict.fromkeys(int(n) for n in numbers):
+                with open(fast.source.path(kf.video, kf.format_str, n), "rb") as handle:
+                    data = handle.read()
+                ours("read file")
+                img = decode_jpeg_bytes(data, reduction)
+                ours("decode (simplejpeg, DCT-reduced)")
+                decoded[n] = resize_frame(img, recipe.geometry.resize)
+                ours("resize")
+            pixels = torch.from_numpy(render_frames([decoded[int(n)] for n in numbers], recipe.geometry))
+            ours("crop/flip + BGR->RGB planes")
+            samples.append(ClipSample(pixels, torch.zeros(0, 4), torch.zeros(0, 1), torch.zeros(0), kf.key,
+                                      torch.zeros(0, dtype=torch.int64), (240, 320), torch.zeros(0, 4),
+                                      recipe.normalization))
+            ours("other")
+        batch = collate_clips(samples)
+        ours("stack + collate")
+        batch.clips.sum()
+        ours("float + normalise")
+    return ({k: v / clips * 1e3 for k, v in base.totals.items()}, {k: v / clips * 1e3 for k, v in ours.totals.items()})
 
 
 def compare(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -124,6 +196,7 @@ def main() -> None:
     parser.add_argument("--clip-len", type=int, default=16)
     parser.add_argument("--stride", type=int, default=2)
     parser.add_argument("--no-video", action="store_true", help="skip the PyAV (mp4) rows")
+    parser.add_argument("--stages", action="store_true", help="also time each stage (main process)")
     parser.add_argument("--data", default=str(ROOT / "bench" / "out" / "toy_small_video"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -154,7 +227,6 @@ def main() -> None:
             video = ClipDataset(ann, video_root=videos, **kwargs)
             paths["ClipDataset from mp4, main, sequential"] = loader(video, sequential, 0, True)
             paths["ClipDataset from mp4, main, shuffled"] = loader(video, shuffled, 0, True)
-            paths["ClipDataset from mp4, 2 workers, sequential"] = loader(video, sequential, 2, True)
         warm_paths = {"cache, main process (epoch 2)": loader(cached, sequential, 0, True),
                       "cache, 2 persistent workers (epoch 2)": loader(cached, sequential, 2, True, persistent=True)}
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in [*paths, *warm_paths]}
@@ -180,6 +252,13 @@ def main() -> None:
         for name, runs in results.items():
             rate, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
             print(f"  {name:44s} {rate:8.1f} {rate / ref:6.2f} {cpu:12.2f}   ({', '.join(f'{r[0]:.0f}' for r in runs)})")
+        if args.stages:
+            base_ms, ours_ms = stage_profile(fast, short, args.clips)
+            print(f"  CPU ms per clip by stage (main process; the consumer's read of the batch counted in 'stack + collate'):")
+            for label, stages in (("baseline", base_ms), ("ClipDataset", ours_ms)):
+                print(f"    {label:12s} total {sum(stages.values()):5.2f}: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in stages.items() if k != "other")
+                      + f", other {stages.get('other', 0):.2f}")
 
 
 if __name__ == "__main__":

@@ -98,10 +98,50 @@ class Normalization:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def apply(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Float32 normalised copy on ``pixels``' device."""
-        scale = torch.tensor([1.0 / (self.norm_value * s) for s in self.std], device=pixels.device)
-        shift = torch.tensor([m / s for m, s in zip(self.mean, self.std)], device=pixels.device)
-        return pixels.float().mul_(scale.view(3, 1, 1, 1)).sub_(shift.view(3, 1, 1, 1))
+        """Float32 normalised copy on ``pixels``' device: ``x * scale_c - shift_c`` per channel.
+
+        Contiguous uint8 CPU pixels go through one fused numba pass (read 1 byte, write 4: ~2.5x
+        faster than torch's convert / multiply / subtract passes over a batch too big for the caches);
+        anything else (CUDA, float, strided) through torch.
+        """
+        scale = [1.0 / (self.norm_value * s) for s in self.std]
+        shift = [m / s for m, s in zip(self.mean, self.std)]
+        if pixels.device.type == "cpu" and pixels.dtype == torch.uint8 and pixels.is_contiguous() \
+                and pixels.dim() >= 4 and pixels.shape[-4] == 3:
+            kernel = _fused_normalize_kernel()
+            if kernel is not None:
+                out = torch.empty(pixels.shape, dtype=torch.float32)
+                per_channel = pixels.shape[-3] * pixels.shape[-2] * pixels.shape[-1]  # T * H * W
+                kernel(pixels.numpy().reshape(-1, 3, per_channel), np.asarray(scale, np.float32),
+                       np.asarray(shift, np.float32), out.numpy().reshape(-1, 3, per_channel))
+                return out
+        scale_t = torch.tensor(scale, device=pixels.device).view(3, 1, 1, 1)
+        shift_t = torch.tensor(shift, device=pixels.device).view(3, 1, 1, 1)
+        return pixels.float().mul_(scale_t).sub_(shift_t)
+
+
+_KERNEL: list = []
+
+
+def _fused_normalize_kernel():
+    """numba-compiled ``out[b, c, i] = src[b, c, i] * scale[c] - shift[c]`` (uint8 -> float32), or None
+    without numba. Compiled once per machine (on-disk cache), on first use."""
+    if not _KERNEL:
+        try:
+            import numba
+
+            @numba.njit(cache=True, nogil=True)
+            def normalize(src, scale, shift, out):  # pragma: no cover - compiled
+                for b in range(src.shape[0]):
+                    for c in range(src.shape[1]):
+                        s, h = scale[c], shift[c]
+                        for i in range(src.shape[2]):
+                            out[b, c, i] = src[b, c, i] * s - h
+
+            _KERNEL.append(normalize)
+        except Exception:  # noqa: BLE001 - any numba problem: the torch path is correct too
+            _KERNEL.append(None)
+    return _KERNEL[0]
 
 
 @dataclass(frozen=True)

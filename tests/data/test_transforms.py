@@ -137,3 +137,15 @@ def test_per_frame_render_equals_stack_reference(name):
         assert np.array_equal(T.render_frames(stack, recipe.geometry), expected)
         assert np.array_equal(T.render_frames(as_list, recipe.geometry), expected)
         assert torch.equal(recipe.render_uint8(as_list), torch.from_numpy(expected))
+
+
+def test_fused_normalisation_equals_torch_formula():
+    norm = T.Normalization(255.0, (0.45, 0.4, 0.35), (0.225, 0.2, 0.25))
+    scale = torch.tensor([1 / (255.0 * s) for s in norm.std]).view(3, 1, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(norm.mean, norm.std)]).view(3, 1, 1, 1)
+    pixels = torch.randint(0, 256, (2, 3, 4, 6, 5), dtype=torch.uint8)
+    for x in (pixels, pixels[1], pixels[:, :, :, :, :3]):  # batch, one clip, strided (torch path)
+        out = norm.apply(x)
+        assert out.dtype == torch.float32 and out.shape == x.shape
+        assert torch.equal(out, x.float().mul_(scale).sub_(shift))
+    assert torch.equal(norm.apply(pixels.float()), pixels.float().mul_(scale).sub_(shift))  # float input
