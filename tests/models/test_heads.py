@@ -24,7 +24,8 @@ def _head(**kw):
 
 
 @pytest.mark.parametrize("counts", [(3, 0, 1, 5), (1,), (2, 2), (0, 4, 0)])
-@pytest.mark.parametrize("variant", [dict(), dict(depth=1, mlp_1x1=True), dict(downsample="none", depth=3)])
+@pytest.mark.parametrize("variant", [dict(), dict(depth=1, mlp_1x1=True), dict(downsample="none", depth=3),
+                                     dict(channels_last=False), dict(depth=0)])
 def test_batched_acar_head_equals_per_clip_loop(counts, variant):
     head = _head(**variant)
     feats = torch.randn(len(counts), 20, 10, 12)
