@@ -216,9 +216,9 @@ class ACARHead(nn.Module):
             raise ValueError(f"ACAR head needs a feature map of at least 3x3 (its conv2 is a valid 3x3 conv), "
                              f"got {tuple(feature_map.shape[-2:])}: feed larger clips")
         feats = conv1x1(feature_map, self.conv_reduce.weight)  # [B, R, H, W]
+        actor = roi_features(feats, rois.rois, self.roi_size)  # [N, R]; RoIAlign wants the default layout
         if self.channels_last:  # converting R output channels is cheaper than C input channels
             feats = feats.contiguous(memory_format=torch.channels_last)
-        actor = roi_features(feats, rois.rois, self.roi_size)  # [N, R]
         x = self.downsample(F.relu(self.conv2(self._actor_context(feats, actor, rois)), inplace=True))
         return self._classify(actor, self._relations(x, PaddedLayout(rois.counts, x.device)))
 
