@@ -70,19 +70,28 @@ def test_csv_pkl_and_labelmap_agree(tiny):
         assert all(1 <= kf.timestamp <= 2 for kf in from_pkl)
 
 
-def test_every_class_in_train_and_val_and_multilabel(tmp_path):
+def test_multilabel_boxes_and_crowded_keyframes(tmp_path):
     out = tmp_path / "small"
     generate(out, seed=0, size="small", workers=2, write_video=False, progress=False)
     names = {c[0]: c[1] for c in CLASSES}
     for split in ("train", "val"):
         rows = list(csv.reader(open(out / f"{split}.csv")))
-        counts = Counter(names[int(r[6])] for r in rows)
-        assert set(counts) == set(names.values()), (split, counts)
+        assert {names[int(r[6])] for r in rows} >= set(INTERACTION_CLASSES)
         per_box = Counter((r[0], r[1], r[7]) for r in rows)
         assert max(per_box.values()) >= 3  # e.g. stand + walk + follow on one box
         keyframe_sizes = Counter((r[0], r[1]) for r in rows if names[int(r[6])] in POSE_CLASSES)
         assert max(keyframe_sizes.values()) >= 3  # several actors per frame
     assert set(POSE_CLASSES + MOTION_CLASSES + INTERACTION_CLASSES) == set(names.values())
+
+
+def test_every_class_in_both_splits_of_the_demo_set():
+    """The 'default' set (what `make demo` trains and evaluates on), labels computed without rendering."""
+    counts = {"toy_train": Counter(), "toy_val": Counter()}
+    for script, _, _, shown in _keyframe_actors("default"):
+        counts[script.video.rsplit("_", 1)[0]].update(i for a in shown for i in a.labels)
+    for split, counter in counts.items():
+        assert set(counter) == set(range(len(CLASSES))), (split, counter)
+        assert min(counter[i] for i in range(7, 11)) >= 8, (split, counter)  # interactions: enough to score
 
 
 def test_yolo_labels_match_normalised_boxes(tiny):
@@ -137,7 +146,7 @@ def test_interactions_need_a_partner_outside_the_box_and_decoys_exist():
 
     index = {name: i for i, (_, name, _) in enumerate(CLASSES)}
     positives, decoys = Counter(), Counter()
-    for script, t, states, shown in _keyframe_actors("small"):
+    for script, t, states, shown in _keyframe_actors("default"):
         for a in shown:
             state = states[a.actor]
             relation = RELATIONS.get(state.activity)
@@ -157,8 +166,8 @@ def test_interactions_need_a_partner_outside_the_box_and_decoys_exist():
             else:  # a decoy: the same activity (same look and motion), nobody in the relation's geometry
                 assert not partners, (script.video, t, a)
                 decoys[relation.label] += 1
-    for name in INTERACTION_CLASSES:
-        assert positives[name] >= 3 and decoys[name] >= 3, (name, positives, decoys)
+    for name in INTERACTION_CLASSES:  # decoys: about as many as interacting actors
+        assert positives[name] >= 20 and decoys[name] >= 0.4 * positives[name], (name, positives, decoys)
 
 
 def _single_group_script(activities, facings, gap, kind, direction=0, speed=0.0, centre=150.0):
@@ -186,8 +195,9 @@ def test_decoy_box_shows_exactly_what_the_interacting_box_shows(kind, activities
     from stad.data.toy.actions import PAIR_GAP_RANGE, RELATIONS, SPEED
     from stad.data.toy.figure import person_box
     from stad.data.toy.render import actor_states, background, render_frame, visible_actors
+    from stad.data.toy.script import make_lanes
 
-    height = 0.54 * 240
+    height = make_lanes(320, 240)[1].height  # the front lane, where _single_group_script puts the group
     gap = float(np.mean(PAIR_GAP_RANGE[kind])) * height
     speed = SPEED.get(activities[0], 0.0) * height if moving else 0.0
     direction = 1 if moving else 0

@@ -88,15 +88,15 @@ class Relation:
 
 # Centre distances are chosen so the partner's box never touches the actor's box (tested).
 RELATIONS: dict[str, Relation] = {
-    "talk": Relation("talk-to", "talk", "towards", 0.85, 1.45),
-    "give": Relation("hand-over", "give", "towards", 0.85, 1.45),
-    "push": Relation("push", "pushed", "towards", 0.8, 1.4),
-    "walk": Relation("follow", "walk", "same", 0.8, 1.6),
+    "talk": Relation("talk-to", "talk", "towards", 1.25, 2.1),
+    "give": Relation("hand-over", "give", "towards", 1.15, 1.85),
+    "push": Relation("push", "pushed", "towards", 1.15, 1.9),
+    "walk": Relation("follow", "walk", "same", 1.1, 1.9),
 }
 # Centre distance (standing heights) the scripts draw for a pair doing a relation: well inside the
 # relation's range, so positives and decoys are not separated by a hair.
-PAIR_GAP_RANGE = {"talk": (0.95, 1.25), "handover": (0.95, 1.25), "push": (0.9, 1.2), "follow": (0.95, 1.3),
-                  "split": (0.9, 1.3), "turned": (0.9, 1.3)}
+PAIR_GAP_RANGE = {"talk": (1.4, 1.9), "handover": (1.3, 1.65), "push": (1.3, 1.7), "follow": (1.3, 1.7),
+                  "split": (1.2, 1.8), "turned": (1.3, 1.8)}
 
 
 def activity_label_indices(activity: str) -> tuple[int, ...]:
@@ -172,9 +172,8 @@ def pose_at(activity: str, t: float) -> Pose:
         return Pose(thighs=(4.0, -4.0), arms=(50 + 30 * gesture, 40 - 30 * gesture),
                     elbows=(70 + 35 * math.sin(2 * math.pi * 2.1 * t), 60.0),
                     head_dy=0.02 * math.sin(2 * math.pi * 3.1 * t))
-    if activity == "give":  # holds a bar out at arm's length
-        bob = 3.0 * math.sin(2 * math.pi * 0.9 * t)
-        return Pose(thighs=(6.0, -6.0), arms=(78.0 + bob, 30.0), elbows=(8.0, 40.0), lean=4.0)
+    if activity == "give":  # holds a bar out at arm's length, level (a pair's bar touches both hands)
+        return Pose(thighs=(6.0, -6.0), arms=(78.0, 30.0), elbows=(8.0, 40.0), lean=4.0)
     if activity == "push":
         p = _walk_cycle(t, 1.1, 22.0, 0.0, 0.0)  # (a negative lean tilts the torso forward)
         return replace(p, lean=-18.0, arms=(98.0, 92.0), elbows=(10.0, 14.0))

@@ -25,6 +25,7 @@ PAIR_ACTIVITIES = ("talk", "handover", "push", "follow", "split", "turned")
 SPLIT_CHOICES = ("stand", "sit", "wave", "sit_wave", "jump")
 TURNED_CHOICES = ("talk", "give")  # "turned" pair: this activity facing away from the other member
 # What the class balancer counts for a relational activity planned without a partner.
+SEPARATE_DECOYS = True  # see _clashes
 DECOY_TAG = {"talk": "decoy:talk-to", "give": "decoy:hand-over", "push": "decoy:push"}
 SHIRTS = ((40, 40, 220), (220, 90, 30), (40, 170, 40), (0, 140, 255), (200, 40, 200), (220, 200, 0),
           (0, 215, 255), (120, 60, 255), (255, 120, 160), (30, 120, 120))
@@ -100,7 +101,7 @@ class VideoScript:
 
 def make_lanes(width: int, height: int) -> tuple[Lane, Lane]:
     """Back lane (index 0, smaller, drawn first) and front lane (index 1)."""
-    return Lane(0.66 * height, 0.42 * height), Lane(0.96 * height, 0.54 * height)
+    return Lane(0.66 * height, 0.36 * height), Lane(0.96 * height, 0.46 * height)
 
 
 class ClassBalancer:
@@ -120,17 +121,19 @@ class ClassBalancer:
             self.counts[n] = self.counts.get(n, 0) + keyframes
 
 
-def planned_tags(kind: str, activities: tuple[str, ...]) -> tuple[str, ...]:
+def planned_tags(kind: str, activities: tuple[str, ...], lane: int = 0) -> tuple[str, ...]:
     """The labels (and decoy kinds) a segment is planned to show, for the class balancer.
 
     ``kind`` is a pair kind for two activities, else the solo activity itself ("talk" alone is a decoy).
+    Interaction and decoy tags are counted per lane (``talk-to@1``), so interacting actors and decoys
+    are balanced on each lane and a box's size or height says nothing about its interaction.
     """
     tags = [n for a in activities for n in ACTIVITY_LABELS[a]]
     interaction = {"talk": "talk-to", "handover": "hand-over", "push": "push", "follow": "follow"}
     if len(activities) == 2 and kind in interaction:  # talk / hand-over: both members carry the class
-        tags += [interaction[kind]] * (2 if kind in ("talk", "handover") else 1)
+        tags += [f"{interaction[kind]}@{lane}"] * (2 if kind in ("talk", "handover") else 1)
     elif len(activities) == 1 or kind == "turned":
-        tags += [DECOY_TAG[a] for a in activities if a in DECOY_TAG]
+        tags += [f"{DECOY_TAG[a]}@{lane}" for a in activities if a in DECOY_TAG]
     return tuple(tags)
 
 
@@ -185,6 +188,33 @@ def _facings(kind: str, acts: tuple[str, ...], direction: int, moving: bool, n_a
     return tuple(int(rng.choice([-1, 1])) for _ in range(n_actors)), acts
 
 
+def relation_roles(kind: str, activities: tuple[str, ...]) -> dict[str, str]:
+    """Relational activity -> "pair" (planned with its partner) or "decoy" (planned without one)."""
+    pairs = {"talk": "talk", "handover": "give", "push": "push", "follow": "walk"}
+    if len(activities) == 2:
+        if kind in pairs:
+            return {pairs[kind]: "pair"}
+        return {a: "decoy" for a in activities if kind == "turned" and a in DECOY_TAG}
+    return {activities[0]: "decoy"} if activities[0] in ("talk", "give", "push", "walk") else {}
+
+
+def _clashes(script: VideoScript, group: Group, start: float, end: float, kind: str, acts: tuple[str, ...]) -> bool:
+    """True when another group, at an overlapping time, plans the same relation in the other role.
+
+    A frame never shows a decoy of a relation next to a pair doing it: whether the partner activity
+    is in the scene at all is the context that decides (the geometry still defines every label)."""
+    mine = relation_roles(kind, acts)
+    for other in script.groups:
+        if other is group:
+            continue
+        for seg in other.segments:
+            if seg.start < end and start < seg.end:
+                theirs = relation_roles(seg.kind, seg.activities)
+                if any(theirs.get(a, role) != role for a, role in mine.items()):
+                    return True
+    return False
+
+
 def _plan_segment(script: VideoScript, group: Group, start: float, end: float, centre: float,
                   rng: np.random.Generator, balancer: ClassBalancer) -> Segment:
     lane = script.lanes[group.lane]
@@ -193,7 +223,9 @@ def _plan_segment(script: VideoScript, group: Group, start: float, end: float, c
     cands = _candidates(group, rng)
     if outside:  # bring people back into view: they enter walking (or running)
         cands = [c for c in cands if _moving(c[0])]
-    weights = np.array([balancer.weight(planned_tags(kind, acts)) for kind, acts in cands])
+    if SEPARATE_DECOYS:
+        cands = [c for c in cands if not _clashes(script, group, start, end, *c)] or cands
+    weights = np.array([balancer.weight(planned_tags(kind, acts, group.lane)) for kind, acts in cands])
     kind, acts = cands[int(rng.choice(len(cands), p=weights / weights.sum()))]
     if kind == "run" or outside:  # runners cross towards the far side: longest time in view
         direction = 1 if centre < (left + right) / 2 else -1
@@ -221,7 +253,7 @@ def _plan_segment(script: VideoScript, group: Group, start: float, end: float, c
     visible = sum(1 for t in range(int(np.ceil(start)), int(np.ceil(end)))
                   if 0 < t < script.duration and script.cam_x(t) < seg.centre(t) - half
                   and seg.centre(t) + half < script.cam_x(t) + script.width)
-    balancer.add(planned_tags(kind, acts), visible)
+    balancer.add(planned_tags(kind, acts, group.lane), visible)
     return seg
 
 
@@ -240,10 +272,13 @@ def plan_video(video: str, rng: np.random.Generator, balancer: ClassBalancer, wi
     world_width = int(width + abs(pan) * duration + 2 * margin)
     cam_x0 = margin if pan >= 0 else margin + abs(pan) * duration
     lanes = make_lanes(width, height)
-    # Layout: a pair in front, a solo behind, often one more solo (either lane) or pair (back lane).
-    layout = [(2, 1), (1, 0)]
+    # Layout: a pair and a solo on different lanes, often one more solo (either lane) or pair (the
+    # solo's lane). The pair's lane is drawn too: interacting actors and decoys must not differ by
+    # their size or height in the frame.
+    pair_lane = int(rng.integers(0, 2))
+    layout = [(2, pair_lane), (1, 1 - pair_lane)]
     if rng.random() < 0.6:
-        layout.append((1, int(rng.integers(0, 2))) if rng.random() < 0.7 else (2, 0))
+        layout.append((1, int(rng.integers(0, 2))) if rng.random() < 0.7 else (2, 1 - pair_lane))
     script = VideoScript(video, width, height, fps, duration, cam_x0, pan, world_width, lanes, [], [],
                          int(rng.integers(2**31)))
     used: set[int] = set()
