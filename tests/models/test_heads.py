@@ -142,3 +142,19 @@ def test_pooled_conv_rejects_convs_it_cannot_fold():
                  torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect", bias=False)):
         with pytest.raises(ValueError, match="pooled_conv"):
             pooled_conv(x, conv)
+
+
+@pytest.mark.parametrize("mlp_1x1", [False, True])
+def test_hr2o_pooled_output_equals_mean_of_full_output(mlp_1x1):
+    """Eval mode folds the output conv into the mean; training mode (dropout active) computes it in full."""
+    from stad.models.heads.acar import PaddedLayout
+    layer = _head(depth=1, mlp_1x1=mlp_1x1).hr2o[0]
+    x = torch.randn(5, 16, 4, 6).contiguous(memory_format=torch.channels_last)
+    layout = PaddedLayout((2, 0, 3), x.device)
+    with torch.no_grad():
+        assert torch.allclose(layer.forward_pooled(x, layout), layer(x, layout).mean((2, 3)), atol=1e-6)
+        layer.train()
+        torch.manual_seed(3)
+        pooled = layer.forward_pooled(x, layout)
+        torch.manual_seed(3)
+        assert torch.equal(pooled, layer(x, layout).mean((2, 3)))  # same dropout draw, same path
