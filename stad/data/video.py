@@ -129,7 +129,7 @@ class FrameFolderSource:
         self._sizes: dict[str, tuple[int, int]] = {}
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._cache_bytes, self.cache_bytes_max = 0, int(cache_mb * 2**20)
-        self._scratch = bytearray()  # decode buffer reused across frames (see decode_jpeg_bytes)
+        self._scratch: dict[int, bytearray] = {}  # per thread: decode buffer reused across frames
 
     def path(self, video: str, format_str: str, frame: int) -> Path:
         return self.root / video / (format_str % int(frame))
@@ -198,8 +198,9 @@ class FrameFolderSource:
         if resize is None:
             img = decode_jpeg_bytes(data, reduction, path)
         else:  # decoded into the reused scratch buffer, resized into a new array
-            img = resize_frame(decode_jpeg_bytes(data, reduction, path, scratch=self._scratch), resize)
-            if np.shares_memory(img, np.frombuffer(self._scratch, np.uint8)):
+            scratch = self._scratch.setdefault(threading.get_ident(), bytearray())
+            img = resize_frame(decode_jpeg_bytes(data, reduction, path, scratch=scratch), resize)
+            if np.shares_memory(img, np.frombuffer(scratch, np.uint8)):
                 img = img.copy()  # already at the target size: leave the scratch buffer
         if self.cache_bytes_max:
             self._cache[key] = img
@@ -269,16 +270,17 @@ class VideoFileSource:
         self._decoders: OrderedDict[str, _OpenDecoder] = OrderedDict()
         self._seek_cost: dict[str, int] = {}  # most frames decoded before the first wanted one after a seek
         self._recent: tuple[tuple | None, dict[int, np.ndarray]] = (None, {})  # the last clip's frames
+        self._decode_lock = threading.Lock()
         _VIDEO_SOURCES.add(self)
 
     def __getstate__(self) -> dict:  # open decoders and locks stay in their process
         state = self.__dict__.copy()
-        state.update(_lock=None, _decoders=OrderedDict(), _recent=(None, {}))
+        state.update(_lock=None, _decode_lock=None, _decoders=OrderedDict(), _recent=(None, {}))
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._lock, self._decode_lock = threading.Lock(), threading.Lock()
         _VIDEO_SOURCES.add(self)
 
     def close(self) -> None:
@@ -378,7 +380,8 @@ class VideoFileSource:
             if video in self._cache:
                 self._cache.move_to_end(video)
                 return self._cache[video]
-        frames = self._decode_range(video, 1, self.num_frames(video))
+        with self._decode_lock:
+            frames = self._decode_range(video, 1, self.num_frames(video))
         stack = np.stack([frames[n] for n in sorted(frames)])
         with self._lock:
             self._cache[video] = stack
@@ -402,6 +405,10 @@ class VideoFileSource:
             whole = self._whole(video)
             decoded = {n: resize_frame(whole[min(max(n, 1), len(whole)) - 1], resize) for n in set(frames)}
             return [decoded[n] for n in frames]
+        with self._decode_lock:  # one open decoder per video: one reader at a time
+            return self._read_decoded(video, frames, resize)
+
+    def _read_decoded(self, video: str, frames: list[int], resize: tuple[int, int] | None) -> list[np.ndarray]:
         # frames shared with the previous clip (overlapping windows) are reused, not decoded again
         recent_key, recent = self._recent
         decoded = {n: recent[n] for n in frames if n in recent} if recent_key == (video, resize) else {}

@@ -146,3 +146,18 @@ def test_video_dataset_in_workers_after_main_process_reads(toy):
     batches = list(DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_clips, timeout=120))
     assert sum(len(b) for b in batches) == len(ds)
     assert torch.equal(batches[0].clips[0], first)
+
+
+def test_sources_are_safe_to_share_between_threads(one_video, tmp_path):
+    """Threads reading one source concurrently (a per-thread decode buffer, one decoder user at a
+    time) get exactly the frames a single reader gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for source, fmt in ((VideoFileSource(one_video / "videos"), ""),
+                        (FrameFolderSource(one_video / "jpg"), "toy_val_001_%06d.jpg")):
+        requests = [[n, n + 2, n + 4] for n in range(1, 80, 7)]
+        expected = [np.stack(source.read_frames("toy_val_001", fmt, r, resize=(100, 75))) for r in requests]
+        with ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(lambda r: np.stack(source.read_frames("toy_val_001", fmt, r, resize=(100, 75))),
+                                requests * 3))
+        assert all(np.array_equal(g, e) for g, e in zip(got, expected * 3))
