@@ -7,6 +7,7 @@ tensor (measured: that handshake cost the main process several ms per batch).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
@@ -135,15 +136,34 @@ def _pad_to(clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(clip, (0, width - w, 0, height - h))
 
 
+_STAGING: list[np.ndarray] = []  # per worker process: a reused page-faulted buffer for one batch
+
+
 def _stack(clips: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack``; inside a DataLoader worker straight into shared memory (no copy when the
-    batch is sent to the main process, as torch's default collate does)."""
-    out = None
-    if torch.utils.data.get_worker_info() is not None:
-        first = clips[0]
-        storage = first.untyped_storage()._new_shared(len(clips) * first.numel() * first.element_size())
-        out = first.new_empty(0).set_(storage).view(len(clips), *first.shape)
-    return torch.stack(clips, out=out)
+    """``torch.stack``; inside a DataLoader worker into a new shared-memory segment (sent to the main
+    process without a copy, as torch's default collate does). The segment is filled with one
+    ``pwrite`` from a reused staging buffer instead of through its fresh mapping: same bytes, but no
+    page fault per 4 KB page in the worker (~4 µs each on the project's VM)."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.stack(clips)
+    first = clips[0]
+    nbytes = len(clips) * first.numel() * first.element_size()
+    storage = first.untyped_storage()._new_shared(nbytes)
+    out = first.new_empty(0).set_(storage).view(len(clips), *first.shape)
+    if torch.multiprocessing.get_sharing_strategy() != "file_descriptor":
+        return torch.stack(clips, out=out)
+    try:
+        fd = storage._share_fd_cpu_()[0]
+    except (AttributeError, RuntimeError):  # torch internals changed: fill through the mapping
+        return torch.stack(clips, out=out)
+    if not _STAGING or _STAGING[0].nbytes < nbytes:
+        _STAGING[:] = [np.empty(nbytes, np.uint8)]
+    staging = _STAGING[0][:nbytes]
+    torch.stack(clips, out=torch.from_numpy(staging).view(first.dtype).view(len(clips), *first.shape))
+    view, done = memoryview(staging), 0
+    while done < nbytes:
+        done += os.pwrite(fd, view[done:], done)
+    return out
 
 
 def collate_clips(samples: Sequence[ClipSample]) -> ClipBatch:
