@@ -39,7 +39,7 @@ from detect.detector import PersonDetector  # noqa: E402
 from detect.keyframes import read_keyframe_keys, requests_from_keys  # noqa: E402
 from detect.proposals import detect_keyframes  # noqa: E402
 from detect.source import FrameFolderSource  # noqa: E402
-from detect.streams import plan_streams, usable_cpus  # noqa: E402
+from detect.streams import plan_batch, plan_streams, usable_cpus  # noqa: E402
 
 # Torch threads ultralytics' predictor sets on a CPU (select_device): what the reference way gets
 # unless the caller resets it.
@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--dataset", default="toy")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--conf", type=float, default=0.1)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=0, help="ours: keyframes per forward pass (0: auto, as the CLI)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads in total, for both ways (0: every usable CPU)")
     parser.add_argument("--streams", type=int, default=0, help="ours: inference streams (0: auto, as the CLI)")
@@ -85,6 +85,7 @@ def main() -> int:
     args = parser.parse_args()
     args.threads = args.threads or usable_cpus()
     streams, per_stream = plan_streams("cpu", args.streams, args.threads)
+    args.batch = plan_batch("cpu", args.batch)
     torch.set_num_threads(args.threads)
     keys = sorted({k for path in args.annotations for k in read_keyframe_keys(path)})
     requests = requests_from_keys(keys, args.dataset)
@@ -136,7 +137,7 @@ def summary(args, requests, detector, results, wall, cpu, load) -> list[str]:
     image = cv2.imread(str(FrameFolderSource(args.frames).path_of(requests[0])))
     boxed = detector.letterbox(image).shape
     lines = [f"keyframes {n} ({boxes} boxes at conf {args.conf}), frames {image.shape[1]}x{image.shape[0]} -> "
-             f"network input {boxed[2]}x{boxed[1]} (imgsz {args.imgsz}), batch {args.batch}, {args.rounds} "
+             f"network input {boxed[1]}x{boxed[0]} (imgsz {args.imgsz}), batch {args.batch}, {args.rounds} "
              f"alternating rounds, load average {load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end"]
     for name in results:
         lines.append(f"{name}: {best[name]:.1f} frames/s best, {median[name]:.1f} median; "

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from detect.keyframes import (CONVENTIONS, KeyframeRequest, get_convention, every_nth_frame, read_keyframe_keys,
                               requests_from_keys)
 from detect.source import KeyframeSource, open_source, prefetch, video_frame_count
-from detect.streams import StreamPool, plan_streams
+from detect.streams import StreamPool, plan_batch, plan_streams
 from stad.data.formats.acar_pkl import write_acar_pkl
 from stad.data.formats.ava import keyframe_for, write_dense_proposals
 from stad.data.formats.conventions import FrameConvention
@@ -137,7 +137,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
     parser.add_argument("--max-det", type=int, default=100, help="boxes kept per keyframe")
     parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=0,
+                        help="keyframes per forward pass and stream (0: auto = 4 on CPU, 16 on GPU)")
     parser.add_argument("--device", default="cpu", help="cpu, 0, cuda:0, ...")
     parser.add_argument("--person-class", help="class index or name (default: read 'person' from the weights)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads in total (0: every usable CPU)")
@@ -162,12 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     detector = PersonDetector(args.weights, device=args.device, imgsz=args.imgsz, conf=args.conf, iou=args.iou,
                               max_det=args.max_det, person_class=person_class)
     streams, threads_per_stream = plan_streams(detector.device, args.streams, args.threads)
+    batch = plan_batch(detector.device, args.batch)
     if streams == 1 and args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    LOGGER.info("%s on %d keyframes from %s, %d inference stream(s) x %d thread(s)", detector, len(requests),
-                args.source, streams, threads_per_stream)
-    found = detect_keyframes(detector, source, requests, args.batch, progress=not args.no_progress, streams=streams,
+    LOGGER.info("%s on %d keyframes from %s: batch %d, %d inference stream(s) x %d thread(s)", detector,
+                len(requests), args.source, batch, streams, threads_per_stream)
+    found = detect_keyframes(detector, source, requests, batch, progress=not args.no_progress, streams=streams,
                              threads_per_stream=threads_per_stream)
     keyframes = to_keyframes(found, get_convention(args.dataset) if args.annotations else CONVENTIONS["frames"])
     if detector.degenerate_dropped:

@@ -24,6 +24,7 @@ R = TypeVar("R")
 # Auto mode never starts more streams than this: every stream holds a model replica and a batch of
 # activations (~0.1-0.3 GB at 640 px, batch 16), and one decoding thread feeds them all.
 MAX_AUTO_STREAMS = 4
+CPU_BATCH, ACCELERATOR_BATCH = 4, 16
 
 
 def usable_cpus() -> int:
@@ -47,6 +48,17 @@ def plan_streams(device: str, streams: int = 0, threads: int = 0) -> tuple[int, 
     if streams == 0:
         streams = 1 if not str(device).startswith("cpu") else min(total, MAX_AUTO_STREAMS)
     return streams, max(1, total // streams)
+
+
+def plan_batch(device: str, batch: int = 0) -> int:
+    """Keyframes per forward pass: ``batch``, or with 0 (auto) 16 on an accelerator and 4 on a CPU.
+
+    On a CPU a single-threaded yolov8n forward costs least per image at batch 2-8 (bench/RESULTS.md),
+    and small batches leave the streams evenly loaded at the end of a run.
+    """
+    if batch < 0:
+        raise ValueError(f"--batch must be >= 0 (0: auto), got {batch}")
+    return batch or (CPU_BATCH if str(device).startswith("cpu") else ACCELERATOR_BATCH)
 
 
 def _set_thread_torch_threads(count: int) -> None:

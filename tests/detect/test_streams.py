@@ -13,7 +13,7 @@ from detect import proposals
 from detect.detector import PersonDetector
 from detect.keyframes import requests_from_keys
 from detect.source import FrameFolderSource
-from detect.streams import MAX_AUTO_STREAMS, StreamPool, plan_streams
+from detect.streams import MAX_AUTO_STREAMS, StreamPool, plan_batch, plan_streams
 
 
 def test_plan_streams_auto_and_explicit():
@@ -26,6 +26,12 @@ def test_plan_streams_auto_and_explicit():
     assert plan_streams("cpu", 0, 0)[0] >= 1              # threads 0: every usable CPU
     with pytest.raises(ValueError, match="streams"):
         plan_streams("cpu", -1, 2)
+
+
+def test_plan_batch():
+    assert plan_batch("cpu") == 4 and plan_batch("cuda:0") == 16 and plan_batch("cpu", 7) == 7
+    with pytest.raises(ValueError, match="--batch"):
+        plan_batch("cpu", -2)
 
 
 def test_pool_keeps_input_order_and_uses_one_replica_per_stream():
