@@ -114,7 +114,8 @@ def _train_loader(session: Session) -> tuple[DataLoader, DistributedSampler]:
                                  seed=session.config.manual_seed, drop_last=True)
     loader = DataLoader(dataset, batch_size=train.batch_size, sampler=sampler, num_workers=train.workers,
                         collate_fn=builders.collate, pin_memory=ctx.device.type == "cuda",
-                        drop_last=train.drop_last, persistent_workers=False)
+                        drop_last=train.drop_last,
+                        persistent_workers=train.workers > 0)  # workers keep their decoded-frame cache (cache_mb)
     session.logger.info("train: %d clips, %d batches/epoch/rank", len(dataset), len(loader))
     return loader, sampler
 
