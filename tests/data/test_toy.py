@@ -161,7 +161,7 @@ def test_interactions_need_a_partner_outside_the_box_and_decoys_exist():
                 mine = person_box(state.points, state.height)
                 theirs = person_box(states[a.partner].points, state.height)
                 separation = max(theirs[0] - mine[2], mine[0] - theirs[2]) / state.height
-                assert separation > 0.05, (script.video, t, a, separation)  # the partner is outside the box
+                assert separation > 0.35, (script.video, t, a, separation)  # the partner is well outside the box
                 positives[relation.label] += 1
             else:  # a decoy: the same activity (same look and motion), nobody in the relation's geometry
                 assert not partners, (script.video, t, a)
@@ -184,8 +184,8 @@ def _single_group_script(activities, facings, gap, kind, direction=0, speed=0.0,
 
 
 @pytest.mark.parametrize("kind,activities,facings,moving", [
-    ("talk", ("talk", "talk"), (1, -1), False),
-    ("handover", ("give", "give"), (1, -1), False),
+    ("talk", ("talk", "listen"), (1, -1), False),
+    ("handover", ("give", "take"), (1, -1), False),
     ("push", ("push", "pushed"), (1, -1), True),
     ("follow", ("walk", "walk"), (1, 1), True),
 ])

@@ -12,10 +12,10 @@ labels are fixed (table `ACTIVITY_LABELS`), its look comes from `pose_at`. Class
   standing heights, facing it or walking the same way, doing the partner activity). The same
   activity without such a partner is a *decoy*: identical box content, no interaction label.
 
-  - talk-to: gesturing while a gesturing partner faces it (decoy: gesturing at empty space or
-    with the only other person behind it);
-  - hand-over: arm held out with a yellow bar whose far end a partner, also reaching, holds (decoy:
-    the same bar held out into empty space);
+  - talk-to: gesturing while a listener (arms crossed, nodding) faces it (decoy: gesturing at empty
+    space or with the only other person behind it);
+  - hand-over: arm held out with a yellow bar whose far end a taker, reaching with both hands,
+    holds (decoy: the same bar held out into empty space);
   - push: leaning in with arms out, stepping forward, while the partner in front stumbles backwards,
     arms thrown up (decoy: the same shove with nobody in front);
   - follow: walking behind another walker going the same way (decoy: a lone walker, a walker with
@@ -60,6 +60,7 @@ ACTIVITY_LABELS: dict[str, tuple[str, ...]] = {
     "wave": ("stand", "wave"), "sit_wave": ("sit", "wave"), "jump": ("stand", "jump"),
     "walk": ("stand", "walk"), "run": ("stand", "run"),
     "talk": ("stand",), "give": ("stand",), "push": ("stand",), "pushed": ("stand",),
+    "listen": ("stand",), "take": ("stand",),  # the partners' reactions: no class of their own
 }
 # Speed of the activity, in standing heights per second (0: stays in place).
 SPEED = {"walk": 0.42, "run": 0.8, "push": 0.3, "pushed": 0.3}
@@ -88,8 +89,8 @@ class Relation:
 
 # Centre distances are chosen so the partner's box never touches the actor's box (tested).
 RELATIONS: dict[str, Relation] = {
-    "talk": Relation("talk-to", "talk", "towards", 1.25, 2.1),
-    "give": Relation("hand-over", "give", "towards", 1.15, 1.85),
+    "talk": Relation("talk-to", "listen", "towards", 1.25, 2.1),
+    "give": Relation("hand-over", "take", "towards", 1.15, 1.85),
     "push": Relation("push", "pushed", "towards", 1.15, 1.9),
     "walk": Relation("follow", "walk", "same", 1.1, 1.9),
 }
@@ -169,11 +170,16 @@ def pose_at(activity: str, t: float) -> Pose:
         return replace(p, lean=16.0, lift=0.04 * abs(math.cos(2 * math.pi * 2.6 * t)))
     if activity == "talk":  # both hands gesture towards the partner, head nods
         gesture = math.sin(2 * math.pi * 1.6 * t)
-        return Pose(thighs=(4.0, -4.0), arms=(50 + 30 * gesture, 40 - 30 * gesture),
-                    elbows=(70 + 35 * math.sin(2 * math.pi * 2.1 * t), 60.0),
-                    head_dy=0.02 * math.sin(2 * math.pi * 3.1 * t))
+        return Pose(thighs=(4.0, -4.0), arms=(55 + 40 * gesture, 35 - 35 * gesture),
+                    elbows=(70 + 45 * math.sin(2 * math.pi * 2.1 * t), 60.0),
+                    head_dy=0.03 * math.sin(2 * math.pi * 3.1 * t))
     if activity == "give":  # holds a bar out at arm's length, level (a pair's bar touches both hands)
         return Pose(thighs=(6.0, -6.0), arms=(78.0, 30.0), elbows=(8.0, 40.0), lean=4.0)
+    if activity == "take":  # both hands reach for the bar's far end
+        return Pose(thighs=(6.0, -6.0), arms=(78.0, 72.0), elbows=(8.0, 14.0), lean=-6.0)
+    if activity == "listen":  # arms crossed over the belly, nodding
+        return Pose(thighs=(4.0, -4.0), arms=(25.0, 20.0), elbows=(95.0, 100.0),
+                    head_dy=0.035 * math.sin(2 * math.pi * 1.3 * t))
     if activity == "push":
         p = _walk_cycle(t, 1.1, 22.0, 0.0, 0.0)  # (a negative lean tilts the torso forward)
         return replace(p, lean=-18.0, arms=(98.0, 92.0), elbows=(10.0, 14.0))

@@ -53,7 +53,7 @@ class ToySize:
 SIZES = {
     "tiny": ToySize(2, 2, 3),
     "small": ToySize(4, 4, 6),
-    "default": ToySize(16, 6, 10),
+    "default": ToySize(32, 10, 10),
     "large": ToySize(48, 12, 10),
 }
 JPEG_QUALITY = 92

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from stad.data.toy.actions import CLASSES, RELATIONS, activity_label_indices, pose_at
-from stad.data.toy.figure import LIMB_W, draw_figure, person_box, screen_joints
+from stad.data.toy.figure import LIMB_W, draw_figure, joints, person_box, screen_joints
 from stad.data.toy.script import VideoScript
 
 LABEL_MIN_VISIBLE = 0.35  # visible box fraction needed for a GT box
@@ -98,8 +98,8 @@ def relation_partners(states: list[ActorState]) -> dict[int, int]:
 
 
 def _bars(states: list[ActorState], partners: dict[int, int], cam: float) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """Hand-over bars ``(near end, far end, height)``: between the hands of a hand-over pair, or held
-    out into empty space by a lone "give" (as far as a partner's hand would be)."""
+    """Hand-over bars ``(near end, far end, height)``: from the giver's hand to the taker's, or held
+    out into empty space by a lone "give" (as far as a taker's hand would be)."""
     by_actor = {s.actor: s for s in states}
     bars, done = [], set()
     for s in states:
@@ -107,12 +107,13 @@ def _bars(states: list[ActorState], partners: dict[int, int], cam: float) -> lis
             continue
         hand = s.points["hand0"]
         partner = partners.get(s.actor)
-        if partner is not None and by_actor[partner].activity == "give":
+        if partner is not None and by_actor[partner].activity == "take":
             bars.append((hand, by_actor[partner].points["hand0"], s.height))
             done.update((s.actor, partner))
             continue
-        root = s.x - cam
-        far = np.array([root + s.facing * s.reach - (hand[0] - root), hand[1]])
+        taker_hand = joints(pose_at("take", 0.0))["hand0"]  # a static pose: where a taker would hold it
+        far = np.array([s.x - cam + s.facing * (s.reach - taker_hand[0] * s.height),
+                        s.ground_y - taker_hand[1] * s.height])
         bars.append((hand, far, s.height))
         done.add(s.actor)
     return bars

@@ -130,8 +130,8 @@ def planned_tags(kind: str, activities: tuple[str, ...], lane: int = 0) -> tuple
     """
     tags = [n for a in activities for n in ACTIVITY_LABELS[a]]
     interaction = {"talk": "talk-to", "handover": "hand-over", "push": "push", "follow": "follow"}
-    if len(activities) == 2 and kind in interaction:  # talk / hand-over: both members carry the class
-        tags += [f"{interaction[kind]}@{lane}"] * (2 if kind in ("talk", "handover") else 1)
+    if len(activities) == 2 and kind in interaction:  # one member carries the class
+        tags.append(f"{interaction[kind]}@{lane}")
     elif len(activities) == 1 or kind == "turned":
         tags += [f"{DECOY_TAG[a]}@{lane}" for a in activities if a in DECOY_TAG]
     return tuple(tags)
@@ -152,9 +152,9 @@ def _candidates(group: Group, rng: np.random.Generator) -> list[tuple[str, tuple
     out = []
     for kind in PAIR_ACTIVITIES:
         if kind == "talk":
-            out.append((kind, ("talk", "talk")))
+            out.append((kind, ("talk", "listen")))
         elif kind == "handover":
-            out.append((kind, ("give", "give")))
+            out.append((kind, ("give", "take")))
         elif kind == "push":
             out.append((kind, ("push", "pushed")))
         elif kind == "follow":
@@ -179,6 +179,8 @@ def _facings(kind: str, acts: tuple[str, ...], direction: int, moving: bool, n_a
     if kind in ("talk", "handover", "push"):
         if kind == "push" and direction < 0:  # the pusher is always the one behind
             acts = ("pushed", "push")
+        elif kind != "push" and rng.random() < 0.5:  # the talker / giver on either side
+            acts = (acts[1], acts[0])
         return (1, -1), acts
     if kind == "follow":
         return (direction, direction), acts
