@@ -11,7 +11,9 @@ Stages (each a subprocess; its output goes to ``OUT/logs/<stage>.log``):
                  ends by predicting the val split with GT boxes)
 5. eval_acar_det ``python main.py ... --set evaluate=True``: predict the val split on detector boxes
 6. train_linear  ``python main.py --config configs/toy/demo_linear.yaml``: a linear head on the
-                 same backbone, for the relation-reasoning comparison
+                 same backbone, frozen, for the relation-reasoning comparison
+   train_linear_e2e (``--linear-e2e`` only) ``demo_acar.yaml`` with a linear head instead of the
+                 ACAR head, trained end to end: the second baseline (costs as much as train_acar)
 7. map_*         ``python multi_cap_mAP.py`` (capacity sweep) on each prediction CSV
 8. video         ``python -m stad.demo`` on one val video -> annotated MP4 + CSV + PNG snapshot
 9. report        ``python -m stad.report_demo`` -> report.json / report.md / report.png
@@ -39,6 +41,8 @@ DETECTOR = Path("checkpoints/toy_person_yolov8n.pt")
 ACAR_CONFIG = Path("configs/toy/demo_acar.yaml")
 LINEAR_CONFIG = Path("configs/toy/demo_linear.yaml")
 DETECTOR_IMGSZ = 320  # the toy detector is trained at 320 (scripts/train_toy_detector.sh)
+# The ACAR recipe with the ACAR head swapped for a linear one (everything else identical).
+LINEAR_E2E_SETS = ("--set", "model.head.type=linear", "--set", "model.head.kwargs={num_classes: 11, roi_spatial: 7}")
 PROPOSAL_MIN_SCORE = 0.4  # val.min_score for detector boxes (best box of a keyframe always stays); chosen on toy val
 
 
@@ -140,6 +144,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="toy data seed")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the toy data even if present")
     parser.add_argument("--detector", default=str(DETECTOR), help="person detector weights")
+    parser.add_argument("--linear-e2e", action="store_true",
+                        help="also train a linear-head model end to end (same recipe as the ACAR model) and report it")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for both trainings, e.g. train.n_epochs=4")
     return parser.parse_args(argv)
@@ -203,6 +209,11 @@ def run_pipeline(pipe: Pipeline, args: argparse.Namespace, out: Path) -> dict:
              env=single_thread)
 
     runs = {"acar_gt": acar, "linear_gt": linear}
+    if args.linear_e2e:
+        runs["linear_e2e_gt"] = out / "linear_e2e"
+        pipe.run("train_linear_e2e", ["main.py", "--config", ACAR_CONFIG, *launch, "--master_port", free_port(),
+                                      *data_overrides(toy, runs["linear_e2e_gt"]), *extra, *LINEAR_E2E_SETS],
+                 env=single_thread)
     if detector.is_file():
         runs["acar_det"] = out / "acar_det"
     maps = {}

@@ -13,8 +13,8 @@ import pytest
 from stad.demo_pipeline import PROPOSAL_MIN_SCORE
 from tests.e2e.demo_testutils import ROOT, TINY_SETS, probe, run_cli
 
-STAGES = ("data", "proposals", "detector_eval", "train_acar", "eval_acar_det", "train_linear", "map_acar_gt",
-          "map_acar_det", "map_linear_gt", "video", "report")
+STAGES = ("data", "proposals", "detector_eval", "train_acar", "eval_acar_det", "train_linear", "train_linear_e2e",
+          "map_acar_gt", "map_acar_det", "map_linear_gt", "map_linear_e2e_gt", "video", "report")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def _kept_boxes(elements, min_score):
 def test_demo_pipeline_end_to_end(tmp_path, detector_weights):
     out = tmp_path / "demo"
     args = ["-m", "stad.demo_pipeline", "--out", str(out), "--size", "tiny", "--nproc", "1",
-            "--detector", str(detector_weights)]
+            "--detector", str(detector_weights), "--linear-e2e"]
     for item in TINY_SETS:
         args += ["--set", item]
     result = run_cli(args, timeout=900)
@@ -62,7 +62,7 @@ def test_demo_pipeline_end_to_end(tmp_path, detector_weights):
     assert isinstance(json.loads((out / "eval" / "detector.json").read_text()), dict)
 
     gt_boxes = len({tuple(line.split(",")[:6]) for line in (toy / "val.csv").read_text().splitlines()})
-    expected_rows = {"acar": gt_boxes * 11, "linear": gt_boxes * 11,
+    expected_rows = {"acar": gt_boxes * 11, "linear": gt_boxes * 11, "linear_e2e": gt_boxes * 11,
                      "acar_det": _kept_boxes(elements, PROPOSAL_MIN_SCORE) * 11}
     for run, expected in expected_rows.items():  # every scored box gets a row per class
         predictions = list((out / run).glob("predict_epoch*.csv"))
@@ -73,16 +73,22 @@ def test_demo_pipeline_end_to_end(tmp_path, detector_weights):
     assert (out / "acar" / "config.yaml").is_file()
 
     report = json.loads((out / "report.json").read_text())
-    assert set(report["mAP"]) == {"acar_gt", "acar_det", "linear_gt"}
+    assert set(report["mAP"]) == {"acar_gt", "acar_det", "linear_gt", "linear_e2e_gt"}
     for run, m in report["mAP"].items():
         assert 0.0 <= m["official"] <= 1.0, run
         assert set(m["sweep"]) >= {"0", "1", "50"}
-    assert [t["met"] is not None for t in report["targets"]] == [True, True, True]
+    assert [t["met"] is not None for t in report["targets"]] == [True, True, True, True]
+    inter = report["interaction"]  # both linear heads compared with the ACAR head on the interaction classes
+    assert set(inter) == {"classes", "acar_gt", "linear_gt", "acar_minus_linear_gt", "linear_e2e_gt",
+                          "acar_minus_linear_e2e_gt"}
+    assert inter["acar_minus_linear_gt"] == pytest.approx(inter["acar_gt"] - inter["linear_gt"], abs=0.011)
+    e2e_config = (out / "linear_e2e" / "config.yaml").read_text()
+    assert "type: linear" in e2e_config and "learnable: true" in e2e_config.lower()
     assert {row["group"] for row in report["per_class"]} == {"pose", "motion", "interaction"}
     assert set(report["timings"]) == set(STAGES) - {"report"}
-    for name in ("acar_gt", "acar_det", "linear_gt"):
+    for name in ("acar_gt", "acar_det", "linear_gt", "linear_e2e_gt"):
         assert (out / "eval" / f"{name}.json").is_file() and (out / "eval" / f"{name}.png").is_file()
-    assert "Targets:" in (out / "report.md").read_text()
+    assert "Targets:" in (out / "report.md").read_text() and "- linear probe: " in (out / "report.md").read_text()
     assert (out / "report.png").stat().st_size > 1000
 
     video = out / "demo_video.mp4"

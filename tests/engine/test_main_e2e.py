@@ -117,7 +117,8 @@ def test_one_training_step_same_parameters_1x4_vs_2x2(toy, tmp_path):
     start = _initial_weights(toy, _data_overrides(toy, tmp_path / "p0") + common)
     moved = 0
     for name, value in one.items():
-        torch.testing.assert_close(two[name], value, rtol=1e-4, atol=1e-6, msg=name)
+        # atol 1e-3 x lr: Adam-style updates of near-zero gradients amplify fp32 summation-order noise
+        torch.testing.assert_close(two[name], value, rtol=1e-4, atol=1e-5, msg=name)
         moved += int(not torch.equal(value, start[name]))
     assert moved > 10  # the step changed the weights
 
