@@ -25,7 +25,6 @@ PAIR_ACTIVITIES = ("talk", "handover", "push", "follow", "split", "turned")
 SPLIT_CHOICES = ("stand", "sit", "wave", "sit_wave", "jump")
 TURNED_CHOICES = ("talk", "give")  # "turned" pair: this activity facing away from the other member
 # What the class balancer counts for a relational activity planned without a partner.
-SEPARATE_DECOYS = True  # see _clashes
 DECOY_TAG = {"talk": "decoy:talk-to", "give": "decoy:hand-over", "push": "decoy:push"}
 SHIRTS = ((40, 40, 220), (220, 90, 30), (40, 170, 40), (0, 140, 255), (200, 40, 200), (220, 200, 0),
           (0, 215, 255), (120, 60, 255), (255, 120, 160), (30, 120, 120))
@@ -225,8 +224,7 @@ def _plan_segment(script: VideoScript, group: Group, start: float, end: float, c
     cands = _candidates(group, rng)
     if outside:  # bring people back into view: they enter walking (or running)
         cands = [c for c in cands if _moving(c[0])]
-    if SEPARATE_DECOYS:
-        cands = [c for c in cands if not _clashes(script, group, start, end, *c)] or cands
+    cands = [c for c in cands if not _clashes(script, group, start, end, *c)] or cands
     weights = np.array([balancer.weight(planned_tags(kind, acts, group.lane)) for kind, acts in cands])
     kind, acts = cands[int(rng.choice(len(cands), p=weights / weights.sum()))]
     if kind == "run" or outside:  # runners cross towards the far side: longest time in view
