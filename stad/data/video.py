@@ -36,17 +36,11 @@ _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMR
                   8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-def resize_frame(img: np.ndarray, size: tuple[int, int] | None, out: np.ndarray | None = None) -> np.ndarray:
-    """Resize to ``size = (width, height)`` (area filter when shrinking > 2x, else bilinear),
-    into ``out`` (a contiguous ``[height, width, 3]`` array) when given."""
+def resize_frame(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """Resize to ``size = (width, height)`` (area filter when shrinking > 2x, else bilinear)."""
     if size is None or (img.shape[1], img.shape[0]) == tuple(size):
-        if out is not None:
-            out[...] = img
-            return out
         return img
     interp = cv2.INTER_AREA if img.shape[1] > 2 * size[0] else cv2.INTER_LINEAR
-    if out is not None:
-        return cv2.resize(img, tuple(size), dst=out, interpolation=interp)
     return cv2.resize(img, tuple(size), interpolation=interp)
 
 
