@@ -337,6 +337,12 @@ class VideoFileSource:
         self._decoders.move_to_end(video)
         return decoder
 
+    def _drop_decoder(self, video: str) -> None:
+        """Close ``video``'s open decoder after a failed read (the next read reopens it)."""
+        decoder = self._decoders.pop(video, None)
+        if decoder is not None:
+            decoder.close()
+
     def _decode_range(self, video: str, first: int, last: int, wanted: set[int] | None = None,
                       resize: tuple[int, int] | None = None) -> dict[int, np.ndarray]:
         """BGR frames ``first..last`` (1-based, inclusive; only those in ``wanted`` when given),
@@ -363,9 +369,7 @@ class VideoFileSource:
             else:  # end of stream: the next read must seek
                 decoder.position = 0
         except av.FFmpegError as error:
-            broken = self._decoders.pop(video, None)
-            if broken is not None:
-                broken.close()
+            self._drop_decoder(video)
             raise FrameReadError(f"{self.video_path(video)}: decoding frames {first}..{last} failed ({error})") from None
         return out
 
@@ -411,9 +415,7 @@ class VideoFileSource:
             decoded.update(self._decode_range(video, min(needed), max(needed), needed, resize))
         missing = sorted(set(frames) - set(decoded))
         if missing:
-            stale = self._decoders.pop(video, None)
-            if stale is not None:
-                stale.close()
+            self._drop_decoder(video)
             raise FrameReadError(f"{self.video_path(video)}: frames {missing[:5]} not found "
                                  f"(video has {self.num_frames(video)} frames)")
         self._recent = ((video, resize), decoded)
