@@ -117,6 +117,8 @@ class FrameFolderSource:
     """
 
     def __init__(self, root: str | Path, cache_mb: float = 0.0) -> None:
+        if not cache_mb >= 0:
+            raise ValueError(f"cache_mb must be >= 0 (0 = no frame cache), got {cache_mb!r}")
         self.root = Path(root)
         self._root = str(self.root)
         self._counts: dict[tuple[str, str], int] = {}

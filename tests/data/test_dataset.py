@@ -158,6 +158,11 @@ def _baseline_clip(ds: ClipDataset, index: int, short_side: int) -> torch.Tensor
     return torch.stack(frames, dim=1)
 
 
+def test_negative_frame_cache_is_rejected(toy):
+    with pytest.raises(ValueError, match="cache_mb must be >= 0"):
+        ClipDataset(toy / "annotations" / "train.pkl", frames_root=toy / "frames", cache_mb=-1)
+
+
 def test_fast_path_equals_imread_baseline(toy):
     """Documented tolerance: identical pixels when the JPEG must be decoded in full (short side 160 of
     240); at short side 112 the 1/2-size DCT decode (then bilinear 160->149) differs by < 2.5 grey
