@@ -134,3 +134,11 @@ def test_reference_call_keeps_the_callers_thread_count(coco_weights, frame_image
     detector = PersonDetector(coco_weights, imgsz=160, conf=0.5)
     detector.detect_reference(frame_image(0))   # ultralytics' set-up would leave it at cpu_count - 1
     assert torch.get_num_threads() == 2
+
+
+def test_no_keyframes_gives_an_empty_result_whatever_the_stream_count(tmp_path, coco_weights):
+    detector = PersonDetector(coco_weights, imgsz=160, conf=0.5)
+    source = FrameFolderSource(tmp_path)
+    for streams in (1, 2):
+        assert proposals.detect_keyframes(detector, source, [], batch_size=2, progress=False, streams=streams) == {}
+    assert detector.degenerate_dropped == 0
