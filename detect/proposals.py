@@ -106,6 +106,8 @@ def write_proposal_csv(path: str | Path, keyframes: Iterable[Keyframe]) -> int:
 
 def build_requests(args: argparse.Namespace) -> list[KeyframeRequest]:
     convention = get_convention(args.dataset)
+    if args.annotations and args.every:
+        raise SystemExit("error: --annotations and --every exclude each other (keyframes come from one of them)")
     if args.annotations:
         return requests_from_keys(read_keyframe_keys(args.annotations), convention, args.video_start)
     if not args.every:

@@ -107,6 +107,8 @@ def test_bad_inputs_name_the_problem(tmp_path, coco_weights, make_video, make_fr
         _run(tmp_path, coco_weights, short, other, "--dataset", "toy")
     with pytest.raises(SystemExit):
         _run(tmp_path, coco_weights, frames, None)     # neither --annotations nor --every
+    with pytest.raises(SystemExit, match="exclude each other"):
+        _run(tmp_path, coco_weights, short, other, "--dataset", "toy", "--every", "5")
     assert not (tmp_path / "proposals.pkl").exists()   # nothing half-written
 
 
