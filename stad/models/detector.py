@@ -48,12 +48,8 @@ class ActionDetector(nn.Module):
         if len(boxes) != features.shape[0]:
             raise ValueError(f"{len(boxes)} box lists for a batch of {features.shape[0]} clips")
         rois: RoIBatch = self.neck(boxes, reference=features)
-        logits = self.head(features, rois)
-        if len(rois) == 0:
-            # No box in the whole batch: keep the backbone in the graph (zero gradients) so that
-            # DistributedDataParallel sees every parameter used on every rank.
-            logits = logits + 0.0 * features.sum()
-        return logits
+        # (no box in the whole batch: the heads keep features and so the backbone in the graph, for DDP)
+        return self.head(features, rois)
 
     def forward(self, clips: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         """Raw logits [sum_i N_i, K], rows in the order of the input boxes."""

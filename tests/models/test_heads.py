@@ -76,10 +76,12 @@ def test_relations_stay_within_a_clip():
 def test_heads_without_boxes_return_empty_logits_connected_to_params(head_cls):
     head = head_cls(20, 4) if head_cls is LinearHead else _head()
     rois = RoINeck()([torch.zeros(0, 4), torch.zeros(0, 4)], reference=torch.zeros(1))
-    out = head(torch.randn(2, 20, 6, 6), rois)
+    feats = torch.randn(2, 20, 6, 6, requires_grad=True)
+    out = head(feats, rois)
     assert out.shape == (0, head.num_classes)
     out.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() == 0 for p in head.parameters())
+    assert feats.grad is not None and feats.grad.abs().sum() == 0  # the backbone stays in the graph too
 
 
 def test_single_box_clip_attention_is_identity_on_values():

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stad.models.heads.common import roi_features
+from stad.models.heads.common import connect_empty, roi_features
 from stad.models.neck import RoIBatch
 
 
@@ -210,8 +210,8 @@ class ACARHead(nn.Module):
     def forward(self, feature_map: torch.Tensor, rois: RoIBatch) -> torch.Tensor:
         """feature_map [B, C, H, W], rois (N RoIs, grouped by clip) -> logits [N, K]."""
         if len(rois) == 0:
-            # Keep the graph connected to every parameter: all-zero loss, zero gradients.
-            return feature_map.new_zeros(0, self.num_classes) + 0.0 * sum(p.sum() for p in self.parameters())
+            # Keep the graph connected to the input and every parameter: all-zero loss, zero gradients.
+            return connect_empty(feature_map.new_zeros(0, self.num_classes), feature_map, self)
         if min(feature_map.shape[-2:]) < 3:
             raise ValueError(f"ACAR head needs a feature map of at least 3x3 (its conv2 is a valid 3x3 conv), "
                              f"got {tuple(feature_map.shape[-2:])}: feed larger clips")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
@@ -19,3 +20,9 @@ def roi_features(feature_map: torch.Tensor, rois: torch.Tensor, roi_size: int = 
     height, width = feature_map.shape[-2:]
     pooled = roi_align(feature_map, scale_rois(rois, height, width), (roi_size, roi_size))
     return F.adaptive_max_pool2d(pooled, 1).flatten(1)
+
+
+def connect_empty(logits: torch.Tensor, feature_map: torch.Tensor, head: nn.Module) -> torch.Tensor:
+    """Empty ``logits`` [0, K] kept in the graph of ``feature_map`` and every head parameter (zero gradients),
+    so an all-empty batch still uses every parameter, backbone included (DistributedDataParallel)."""
+    return logits + 0.0 * (feature_map.sum() + sum(p.sum() for p in head.parameters()))
