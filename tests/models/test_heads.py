@@ -44,8 +44,8 @@ def test_batched_acar_head_equals_per_clip_loop(counts, variant):
 def test_batched_head_gradients_equal_loop_gradients(train):
     """Eval mode folds the last HR2O conv into the pooling; training mode runs it in full."""
     head = _head(relation_dropout=0.0).train(train)
-    feats = torch.randn(3, 20, 9, 9, requires_grad=True)
-    rois = RoINeck().eval()(_boxes((2, 0, 3)))
+    feats = torch.randn(4, 20, 9, 9, requires_grad=True)
+    rois = RoINeck().eval()(_boxes((2, 0, 1, 3)))  # a zero-box and a one-box clip
     grads = []
     for fn in (head, lambda f, r: acar_per_clip_reference(head, f, r)):
         head.zero_grad()
