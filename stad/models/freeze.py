@@ -25,6 +25,11 @@ def _block_id(name: str) -> tuple[str, int] | None:
     return None
 
 
+def _vit_depth(model: nn.Module) -> int:
+    """Number of ViT blocks in ``model`` (0 without a ViT)."""
+    return 1 + max((b[1] for n, _ in model.named_parameters() if (b := _block_id(n)) and b[0] == "vit"), default=-1)
+
+
 def set_trainable(model: nn.Module, mode: str = "full", *, last_blocks: int = 1) -> list[str]:
     """Set ``requires_grad`` per mode on an ActionDetector; returns the trainable names.
 
@@ -35,11 +40,7 @@ def set_trainable(model: nn.Module, mode: str = "full", *, last_blocks: int = 1)
     """
     if mode not in MODES:
         raise ValueError(f"unknown freezing mode {mode!r}; choose from {MODES}")
-    depth = {"vit": 0, "slowfast": 4}
-    for name, _ in model.named_parameters():
-        block = _block_id(name)
-        if block and block[0] == "vit":
-            depth["vit"] = max(depth["vit"], block[1] + 1)
+    depth = {"vit": _vit_depth(model), "slowfast": 4}
     for name, param in model.named_parameters():
         in_head = name.startswith("head.")
         if mode in ("full", "frozen"):
@@ -83,8 +84,7 @@ def param_groups(model: nn.Module, *, lr: float, weight_decay: float = 0.0, back
     ``decay ** (num_blocks + 1 - i)`` on top of ``backbone_lr_scale``. Each group carries a
     ``name`` for logging; empty groups are omitted.
     """
-    num_blocks = 1 + max((b[1] for n, _ in model.named_parameters() if (b := _block_id(n)) and b[0] == "vit"),
-                         default=-1)
+    num_blocks = _vit_depth(model)
     groups: dict[tuple[str, bool, int | None], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
