@@ -137,6 +137,12 @@ class EvalMapConfig:
     ignore_keys_without_gt: bool = False
 
 
+def _check_decode_threads(value: int | None) -> None:
+    if value is not None and value < 0:
+        raise ConfigError(f"decode_threads: must be null (auto: min(4, CPU count)), 0 or 1 (decode inline) "
+                          f"or a thread count > 1, got {value}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     root_path: str
@@ -156,6 +162,10 @@ class TrainConfig:
     drop_last: bool = True
     min_score: float = 0.0  # drop proposal boxes below this detector score
     cache_mb: float = 0.0  # per-worker LRU of decoded + resized frames (MB; 0 = off): later epochs skip decoding
+    decode_threads: int | None = None  # threads decoding a clip's frames (null = auto: min(4, CPUs); 0/1 = inline)
+
+    def __post_init__(self) -> None:
+        _check_decode_threads(self.decode_threads)
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,10 @@ class ValConfig:
     video_root: str | None = None
     min_score: float = 0.0  # drop proposal boxes below this detector score (best box kept)
     cache_mb: float = 0.0  # per-worker LRU of decoded + resized frames (MB; 0 = off)
+    decode_threads: int | None = None  # threads decoding a clip's frames (null = auto: min(4, CPUs); 0/1 = inline)
+
+    def __post_init__(self) -> None:
+        _check_decode_threads(self.decode_threads)
 
 
 @dataclass(frozen=True)

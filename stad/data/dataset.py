@@ -73,8 +73,9 @@ _WORKER_SETUP_DONE = False
 
 
 def _limit_threads_in_workers(source: object) -> None:
-    """One OpenCV thread and single-threaded video decoding inside DataLoader workers (the worker
-    processes already share the cores; extra threads only add switching)."""
+    """One OpenCV thread, single-threaded video decoding and (unless set explicitly) inline frame
+    decoding inside DataLoader workers (the worker processes already share the cores; extra threads
+    only add switching)."""
     global _WORKER_SETUP_DONE
     if torch.utils.data.get_worker_info() is None:
         return
@@ -85,6 +86,8 @@ def _limit_threads_in_workers(source: object) -> None:
         _WORKER_SETUP_DONE = True
     if getattr(source, "decoder_threads", 1) != 1:
         source.decoder_threads = 1  # type: ignore[attr-defined]
+    if getattr(source, "decode_threads", 1) is None:  # auto
+        source.decode_threads = 1  # type: ignore[attr-defined]
 
 
 def _filter_scores(kf: Keyframe, min_score: float) -> Keyframe:
@@ -115,13 +118,16 @@ class ClipDataset(Dataset):
         cache_mb: with ``frames_root``, an LRU cache of decoded frames of about this size per worker
             (0: off); multi-epoch training on small sets then decodes each frame once.
         fast_decode: decode JPEGs at 1/2, 1/4, 1/8 size when the transform downscales that much.
+        decode_threads: threads of the reading process that decode (and resize) a clip's frames in
+            parallel (the decoders release the GIL): None = auto = min(4, cpu count), inline inside
+            DataLoader workers; 0 or 1 = inline. Same pixels either way. Call `close` to stop them.
     """
 
     def __init__(self, annotation_path: str | Path, frames_root: str | Path | None = None,
                  video_root: str | Path | None = None, clip_len: int = 16, frame_stride: int = 2,
                  transform: Compose | None = None, num_classes: int | None = None, min_score: float = 0.0,
                  min_visible: float = 0.0, video_frame_offset: int = 0, cache_videos: int = 0,
-                 cache_mb: float = 0.0, fast_decode: bool = True) -> None:
+                 cache_mb: float = 0.0, fast_decode: bool = True, decode_threads: int | None = None) -> None:
         keyframes, labelmap = read_acar_pkl(annotation_path, num_classes)
         self.annotation_path = Path(annotation_path)
         self.labelmap: LabelMap = labelmap
@@ -130,7 +136,7 @@ class ClipDataset(Dataset):
             log.warning("%s: idx_to_class has %d classes but num_classes=%d", annotation_path, len(labelmap),
                         self.num_classes)
         self.keyframes = [_filter_scores(kf, min_score) for kf in keyframes]
-        self.source = make_source(frames_root, video_root, cache_videos, cache_mb)
+        self.source = make_source(frames_root, video_root, cache_videos, cache_mb, decode_threads)
         self.from_video = frames_root is None
         self.clip_len, self.frame_stride = int(clip_len), int(frame_stride)
         self.transform = transform if transform is not None else Compose((ToTensor(255.0),))
@@ -150,6 +156,11 @@ class ClipDataset(Dataset):
         other = copy.copy(self)
         other.transform = transform
         return other
+
+    def close(self) -> None:
+        """Stop this process's decode threads and close open video decoders (both restart on the next
+        read); copies made by `with_transform` share them."""
+        self.source.close()
 
     def frame_numbers(self, index: int) -> np.ndarray:
         """Frame numbers ``[T]`` of sample ``index`` in the source's numbering."""

@@ -16,6 +16,7 @@ decoded frame, shown at ``(n - 1) / fps`` s from the stream start (constant fram
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import weakref
@@ -25,6 +26,8 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+
+from stad.data.threads import ClipThreadPool, resolve_decode_threads
 
 try:  # libjpeg-turbo through its TurboJPEG API: same pixels as cv2.imdecode, less overhead
     import simplejpeg
@@ -109,23 +112,69 @@ def read_file(path: str) -> bytes:
         os.close(fd)
 
 
-class FrameFolderSource:
+class _ThreadedSource:
+    """A source decoding with ``decode_threads`` threads (None = auto); the pool starts on first use."""
+
+    decode_threads: int | None = 1
+    _pool: ClipThreadPool | None = None
+
+    @property
+    def pool(self) -> ClipThreadPool:
+        """This process's pool for ``decode_threads`` (rebuilt when the setting changes)."""
+        threads = resolve_decode_threads(self.decode_threads)
+        if self._pool is None or self._pool.threads != threads:
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool = ClipThreadPool(threads)
+        return self._pool
+
+
+class FrameFolderSource(_ThreadedSource):
     """Frames extracted to ``root/<video>/<format_str % n>``.
 
     ``cache_mb > 0`` keeps decoded (and resized) frames in an LRU cache of about that many megabytes
     per process: from the second epoch on, small datasets skip decoding and resizing.
+
+    ``decode_threads``: a clip's distinct frames are read, decoded and resized on this many threads
+    of the calling process (`stad.data.threads`; None = auto = min(4, cpu count); 0 or 1 = inline).
+
+    Without the cache, the frames of the last clip read from each of the two most recent videos are
+    kept: in a sequential pass (evaluation) the next keyframe's clip reuses the frames it shares with
+    the previous one (clips longer than the keyframe interval) instead of decoding them again.
     """
 
-    def __init__(self, root: str | Path, cache_mb: float = 0.0) -> None:
+    RECENT_VIDEOS = 2
+
+    def __init__(self, root: str | Path, cache_mb: float = 0.0, decode_threads: int | None = 1) -> None:
         if not cache_mb >= 0:
             raise ValueError(f"cache_mb must be >= 0 (0 = no frame cache), got {cache_mb!r}")
+        resolve_decode_threads(decode_threads)  # validate now, resolve per process on first use
         self.root = Path(root)
         self._root = str(self.root)
         self._counts: dict[tuple[str, str], int] = {}
         self._sizes: dict[str, tuple[int, int]] = {}
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._cache_bytes, self.cache_bytes_max = 0, int(cache_mb * 2**20)
+        self._cache_lock = threading.Lock()
+        self._recent: OrderedDict[tuple, dict[int, np.ndarray]] = OrderedDict()  # per video: the last clip
         self._scratch: dict[int, bytearray] = {}  # per thread: decode buffer reused across frames
+        self.decode_threads = decode_threads
+        self._pool: ClipThreadPool | None = None
+
+    def __getstate__(self) -> dict:  # pool threads, locks and the last clips stay in their process
+        state = self.__dict__.copy()
+        state.update(_cache_lock=None, _recent=OrderedDict(), _scratch={}, _pool=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._cache_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the decode threads (they restart on the next read) and drop the kept clips."""
+        if self._pool is not None:
+            self._pool.shutdown()
+        self._recent.clear()
 
     def path(self, video: str, format_str: str, frame: int) -> Path:
         return self.root / video / (format_str % int(frame))
@@ -167,43 +216,74 @@ class FrameFolderSource:
     def read_frames(self, video: str, format_str: str, frames: Sequence[int], reduction: int = 1,
                     resize: tuple[int, int] | None = None) -> list[np.ndarray]:
         """Like `read`, as a list of T BGR ``[H, W, 3]`` arrays (a repeated frame number gives the same
-        array object; treat them as read-only: they may live in the cache)."""
-        decoded: dict[int, np.ndarray] = {}
-        out = []
-        for n in frames:
-            n = int(n)
-            img = decoded.get(n)
-            if img is None:
-                img = decoded[n] = self._decode(video, format_str, n, reduction, resize)
-            out.append(img)
-        return out
+        array object; treat them as read-only: they may live in the cache or be shared with the next
+        clip)."""
+        numbers = [int(n) for n in frames]
+        params = (video, format_str, reduction, resize)
+        decoded = self._known(params, numbers)
+        missing = [n for n in dict.fromkeys(numbers) if n not in decoded]
+        if missing:
+            load = functools.partial(self._load, video, format_str, reduction=reduction, resize=resize)
+            loaded = self.pool.map(load, missing)
+            decoded.update(zip(missing, loaded))
+            if self.cache_bytes_max:
+                self._cache_store(params, missing, loaded)
+        if not self.cache_bytes_max:
+            with self._cache_lock:
+                self._recent[params] = decoded
+                self._recent.move_to_end(params)
+                while len(self._recent) > self.RECENT_VIDEOS:
+                    self._recent.popitem(last=False)
+        return [decoded[n] for n in numbers]
 
-    def _decode(self, video: str, format_str: str, frame: int, reduction: int,
-                resize: tuple[int, int] | None) -> np.ndarray:
-        key = (video, format_str, frame, reduction, resize)
+    def _known(self, params: tuple, numbers: list[int]) -> dict[int, np.ndarray]:
+        """The frames of ``numbers`` already decoded with ``params``: from the cache, else from the
+        video's last clip."""
+        video, format_str, reduction, resize = params
         if self.cache_bytes_max:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                return cached
+            found = {}
+            with self._cache_lock:
+                for n in numbers:
+                    key = (video, format_str, n, reduction, resize)
+                    img = self._cache.get(key)
+                    if img is not None:
+                        self._cache.move_to_end(key)
+                        found[n] = img
+            return found
+        with self._cache_lock:
+            previous = self._recent.get(params)
+        return {n: previous[n] for n in numbers if n in previous} if previous else {}
+
+    def _cache_store(self, params: tuple, numbers: list[int], images: list[np.ndarray]) -> None:
+        video, format_str, reduction, resize = params
+        with self._cache_lock:
+            for n, img in zip(numbers, images):
+                self._cache[(video, format_str, n, reduction, resize)] = img
+                self._cache_bytes += img.nbytes
+            while self._cache_bytes > self.cache_bytes_max and len(self._cache) > 1:
+                self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
+
+    def _load(self, video: str, format_str: str, frame: int, reduction: int,
+              resize: tuple[int, int] | None) -> np.ndarray:
+        """Read, decode (at 1/``reduction``) and resize one frame into a new array (any thread)."""
         path = f"{self._root}/{video}/{format_str % frame}"
         try:
             data = read_file(path)
         except OSError:
             raise FrameReadError(f"{path}: frame {frame} of video {video!r} is missing") from None
         if resize is None:
-            img = decode_jpeg_bytes(data, reduction, path)
-        else:  # decoded into the reused scratch buffer, resized into a new array
-            scratch = self._scratch.setdefault(threading.get_ident(), bytearray())
-            img = resize_frame(decode_jpeg_bytes(data, reduction, path, scratch=scratch), resize)
-            if np.shares_memory(img, np.frombuffer(scratch, np.uint8)):
-                img = img.copy()  # already at the target size: leave the scratch buffer
-        if self.cache_bytes_max:
-            self._cache[key] = img
-            self._cache_bytes += img.nbytes
-            while self._cache_bytes > self.cache_bytes_max and len(self._cache) > 1:
-                self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
+            return decode_jpeg_bytes(data, reduction, path)
+        # decoded into this thread's reused scratch buffer, resized into a new array
+        scratch = self._scratch.setdefault(threading.get_ident(), bytearray())
+        img = resize_frame(decode_jpeg_bytes(data, reduction, path, scratch=scratch), resize)
+        if np.shares_memory(img, np.frombuffer(scratch, np.uint8)):
+            img = img.copy()  # already at the target size: leave the scratch buffer
         return img
+
+
+def _to_bgr(frame, resize: tuple[int, int] | None) -> np.ndarray:
+    """A decoded ``av.VideoFrame`` -> BGR ``uint8 [H, W, 3]`` resized to ``resize`` (any thread)."""
+    return resize_frame(frame.to_ndarray(format="bgr24"), resize)
 
 
 class _OpenDecoder:
@@ -244,7 +324,7 @@ def _close_decoders_before_fork() -> None:
 os.register_at_fork(before=_close_decoders_before_fork)
 
 
-class VideoFileSource:
+class VideoFileSource(_ThreadedSource):
     """Frames decoded straight from ``root/<video>.<ext>`` with PyAV.
 
     One decoder per video stays open (the two most recent videos): a clip starting after the
@@ -253,9 +333,14 @@ class VideoFileSource:
     sequential reads (evaluation) decode each frame about once even with long GOPs; otherwise the
     decoder seeks. Only the requested frames are converted to BGR and resized. ``decoder_threads``: 0 = FFmpeg's automatic frame/slice threading (main
     process), 1 = single thread (DataLoader workers, where processes already share the cores).
+    ``decode_threads``: the requested frames' BGR conversion and resize run on this many threads
+    (`stad.data.threads`; None = auto = min(4, cpu count); 0 or 1 = inline); decoding itself is
+    sequential (FFmpeg's own threads, ``decoder_threads``).
     """
 
-    def __init__(self, root: str | Path, cache_videos: int = 0, decoder_threads: int = 0) -> None:
+    def __init__(self, root: str | Path, cache_videos: int = 0, decoder_threads: int = 0,
+                 decode_threads: int | None = 1) -> None:
+        resolve_decode_threads(decode_threads)  # validate now, resolve per process on first use
         self.root = Path(root)
         self._paths: dict[str, Path] = {}
         self._info: dict[str, tuple[int, float, tuple[int, int]]] = {}
@@ -267,11 +352,13 @@ class VideoFileSource:
         self._seek_cost: dict[str, int] = {}  # most frames decoded before the first wanted one after a seek
         self._recent: tuple[tuple | None, dict[int, np.ndarray]] = (None, {})  # the last clip's frames
         self._decode_lock = threading.Lock()
+        self.decode_threads = decode_threads
+        self._pool: ClipThreadPool | None = None
         _VIDEO_SOURCES.add(self)
 
-    def __getstate__(self) -> dict:  # open decoders and locks stay in their process
+    def __getstate__(self) -> dict:  # open decoders, pool threads and locks stay in their process
         state = self.__dict__.copy()
-        state.update(_lock=None, _decode_lock=None, _decoders=OrderedDict(), _recent=(None, {}))
+        state.update(_lock=None, _decode_lock=None, _decoders=OrderedDict(), _recent=(None, {}), _pool=None)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -280,10 +367,13 @@ class VideoFileSource:
         _VIDEO_SOURCES.add(self)
 
     def close(self) -> None:
-        """Close the open decoders (they reopen on the next read)."""
+        """Close the open decoders and stop the conversion threads (both restart on the next read)."""
         decoders = getattr(self, "_decoders", None)
         while decoders:
             decoders.popitem()[1].close()
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown()
 
     def __del__(self) -> None:
         self.close()
@@ -351,7 +441,7 @@ class VideoFileSource:
         resized to ``resize = (w, h)`` when given."""
         import av
 
-        out: dict[int, np.ndarray] = {}
+        kept: dict[int, object] = {}  # frame number -> decoded av.VideoFrame, converted at the end
         try:
             decoder = self._decoder(video)
             forward = first - decoder.position - 1  # frames to decode before `first` without seeking
@@ -365,15 +455,16 @@ class VideoFileSource:
                     self._seek_cost[video] = max(self._seek_cost.get(video, 0), first - n)
                     seeked = False
                 if n >= first and (wanted is None or n in wanted):
-                    out[n] = resize_frame(frame.to_ndarray(format="bgr24"), resize)
+                    kept[n] = frame
                 if n >= last:
                     break
             else:  # end of stream: the next read must seek
                 decoder.position = 0
+            converted = self.pool.map(functools.partial(_to_bgr, resize=resize), list(kept.values()))
         except av.FFmpegError as error:
             self._drop_decoder(video)
             raise FrameReadError(f"{self.video_path(video)}: decoding frames {first}..{last} failed ({error})") from None
-        return out
+        return dict(zip(kept, converted))
 
     def _whole(self, video: str) -> np.ndarray:
         with self._lock:
@@ -425,13 +516,13 @@ class VideoFileSource:
 
 
 def make_source(frames_root: str | Path | None, video_root: str | Path | None, cache_videos: int = 0,
-                cache_mb: float = 0.0) -> FrameFolderSource | VideoFileSource:
+                cache_mb: float = 0.0, decode_threads: int | None = 1) -> FrameFolderSource | VideoFileSource:
     """Frame folders when ``frames_root`` is given, else video files under ``video_root``.
 
     Frames win when both exist: for strided clips (every 2nd+ frame) a JPEG decode per used frame
     costs less than decoding every frame of the span from H.264 (bench/RESULTS.md, bench_loader)."""
     if frames_root:
-        return FrameFolderSource(frames_root, cache_mb)
+        return FrameFolderSource(frames_root, cache_mb, decode_threads)
     if video_root:
-        return VideoFileSource(video_root, cache_videos)
+        return VideoFileSource(video_root, cache_videos, decode_threads=decode_threads)
     raise ValueError("give frames_root (extracted frames) or video_root (video files)")

@@ -211,13 +211,14 @@ def build_transform(aug: AugmentationConfig, train: bool) -> Any:
 
 def build_dataset(config: Config, split: TrainConfig | ValConfig, train: bool) -> Any:
     """A ``ClipDataset`` over ``split.annotation_path`` with frames under ``split.root_path``
-    (decoded-frame cache of ``split.cache_mb`` MB per process)."""
+    (decoded-frame cache of ``split.cache_mb`` MB per process, ``split.decode_threads`` decoding threads)."""
     from stad.data.dataset import ClipDataset
 
     clip_len, stride = temporal_sampling(split.augmentation)
     return ClipDataset(split.annotation_path, frames_root=split.root_path, video_root=split.video_root,
                        clip_len=clip_len, frame_stride=stride, transform=build_transform(split.augmentation, train),
-                       num_classes=config.num_classes, min_score=split.min_score, cache_mb=split.cache_mb)
+                       num_classes=config.num_classes, min_score=split.min_score, cache_mb=split.cache_mb,
+                       decode_threads=split.decode_threads)
 
 
 def collate(samples: list) -> Any:

@@ -1,0 +1,113 @@
+"""A small per-process thread pool that decodes a clip's frames on several cores.
+
+libjpeg-turbo (simplejpeg), ``cv2.imdecode``, ``cv2.resize`` and ``os.read`` release the GIL, so a
+clip's 8-32 JPEG decodes run in parallel threads of the main process - no DataLoader worker
+processes, no shared-memory transport of the decoded clip.
+
+The pool is created on first use **in each process**: an executor inherited through ``fork`` (a
+DataLoader worker) has no live threads and would block forever, so a pool seen from another pid is
+discarded and rebuilt; a pickled pool (spawned workers) travels without its threads. No torch here.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+THREAD_NAME_PREFIX = "stad-decode"
+MAX_AUTO_THREADS = 4
+
+
+def resolve_decode_threads(decode_threads: int | None) -> int:
+    """Threads that decode one clip: ``None`` (auto) -> ``min(4, cpu count)``; 0 and 1 -> 1 (inline).
+
+    Raises ``ValueError`` for anything else than ``None`` or an int >= 0.
+    """
+    if decode_threads is None:
+        return max(1, min(MAX_AUTO_THREADS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else os.cpu_count() or 1))
+    if isinstance(decode_threads, bool) or not isinstance(decode_threads, int) or decode_threads < 0:
+        raise ValueError(f"decode_threads must be None (auto), 0/1 (inline) or a thread count > 1, "
+                         f"got {decode_threads!r}")
+    return max(1, decode_threads)
+
+
+class ClipThreadPool:
+    """``map(fn, items)`` over ``threads`` threads: the caller runs one share of the items itself and
+    ``threads - 1`` pool threads run the others, one task per thread (not per item: a task costs
+    tens of microseconds of locking, a 320x240 JPEG decode ~0.3 ms).
+
+    ``threads <= 1`` runs everything inline and never starts a thread.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = int(threads)
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # threads and locks stay in their process
+        return {"threads": self.threads}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["threads"])  # type: ignore[misc]
+
+    @property
+    def started(self) -> bool:
+        """Whether this process has live pool threads."""
+        return self._executor is not None and self._pid == os.getpid()
+
+    def _get_executor(self) -> ThreadPoolExecutor:
+        if self._pid != os.getpid():  # forked: the parent's executor (and lock state) are not ours
+            self._executor, self._pid, self._lock = None, os.getpid(), threading.Lock()
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.threads - 1, thread_name_prefix=THREAD_NAME_PREFIX)
+            return self._executor
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[fn(x) for x in items]``, in order, spread over the threads. The first exception raised
+        by ``fn`` is re-raised after every share has finished (no task outlives the call)."""
+        shares = min(self.threads, len(items))
+        if shares <= 1:
+            return [fn(x) for x in items]
+        executor = self._get_executor()
+        futures: list[Future] = [executor.submit(_run_share, fn, items[i::shares]) for i in range(1, shares)]
+        error: BaseException | None = None
+        try:
+            results = [_run_share(fn, items[0::shares])]
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, once the pool threads are done
+            error, results = exc, []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except BaseException as exc:  # noqa: BLE001
+                error = error or exc
+        if error is not None:
+            raise error
+        out: list[R] = [None] * len(items)  # type: ignore[list-item]
+        for i, share in enumerate(results):
+            out[i::shares] = share
+        return out
+
+    def shutdown(self) -> None:
+        """Stop this process's pool threads (waits for running tasks); the next ``map`` restarts them."""
+        if self.started:
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=True)  # type: ignore[union-attr]
+        elif self._pid != os.getpid():
+            self._executor = None
+
+    def __del__(self) -> None:
+        try:
+            self.shutdown()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def _run_share(fn: Callable[[T], R], share: Sequence[T]) -> list[R]:
+    return [fn(x) for x in share]
