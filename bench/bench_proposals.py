@@ -3,12 +3,15 @@
 Reference (what the reference system did): per keyframe one ``cv2.imread`` and one ultralytics
 ``model(image)`` call. Ours: `detect.proposals.detect_keyframes` -- decoding + letterboxing in a
 background thread, batches run by concurrent single-threaded inference streams (one per core on
-a CPU, see detect/streams.py), predictor set up once. Boxes must be identical.
+a CPU, see detect/streams.py), predictor set up once. Boxes must be identical. ``--runtimes``
+adds a row per network runtime (torch, onnx = ONNX Runtime, openvino; see detect/runtimes.py),
+``--plans all`` one per stream plan (1 stream x all threads, and one single-threaded stream per
+thread) instead of the CLI's automatic plan only.
 
     .venv/bin/python -m stad.data.toy --out /tmp/toyp --seed 0
     .venv/bin/python bench/bench_proposals.py --weights checkpoints/toy_person_yolov8n.pt \\
         --frames /tmp/toyp/frames --annotations /tmp/toyp/train.csv /tmp/toyp/val.csv --dataset toy \\
-        --imgsz 640 --append bench/RESULTS.md
+        --imgsz 640 --runtimes torch onnx openvino --plans all --append bench/RESULTS.md
 
 Both ways get the whole machine: ``--threads`` (default: every usable CPU) torch threads for the
 reference's one stream, and the same total split over ours' streams. The reference also runs with
@@ -37,7 +40,8 @@ import torch  # noqa: E402
 
 from detect.detector import PersonDetector  # noqa: E402
 from detect.keyframes import read_keyframe_keys, requests_from_keys  # noqa: E402
-from detect.proposals import detect_keyframes  # noqa: E402
+from detect.proposals import detect_keyframes, make_pool  # noqa: E402
+from detect.runtimes import RUNTIMES  # noqa: E402
 from detect.source import FrameFolderSource  # noqa: E402
 from detect.streams import plan_batch, plan_streams, usable_cpus  # noqa: E402
 
@@ -80,11 +84,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads in total, for both ways (0: every usable CPU)")
     parser.add_argument("--streams", type=int, default=0, help="ours: inference streams (0: auto, as the CLI)")
+    parser.add_argument("--runtimes", nargs="+", default=["torch"], choices=RUNTIMES,
+                        help="ours: network runtimes to run, a row each (default: torch)")
+    parser.add_argument("--plans", default="auto", choices=("auto", "all"),
+                        help="ours: the CLI's automatic stream plan per runtime, or every plan (1 x N and N x 1)")
+    parser.add_argument("--export-cache", help="cached onnx exports (default: detect.runtimes.default_cache_dir)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--append", help="append a section to this markdown file")
     args = parser.parse_args()
     args.threads = args.threads or usable_cpus()
-    streams, per_stream = plan_streams("cpu", args.streams, args.threads)
     args.batch = plan_batch("cpu", args.batch)
     torch.set_num_threads(args.threads)
     keys = sorted({k for path in args.annotations for k in read_keyframe_keys(path)})
@@ -93,8 +101,10 @@ def main() -> int:
     detector = PersonDetector(args.weights, imgsz=args.imgsz, conf=args.conf)
     ways = {f"reference, {t} thread(s)": reference_way(detector, source, t, args.threads)
             for t in sorted({args.threads, ULTRALYTICS_THREADS}, reverse=True)}
-    ways[f"ours, {streams} stream(s) x {per_stream} thread(s)"] = lambda reqs: detect_keyframes(
-        detector, source, reqs, args.batch, progress=False, streams=streams, threads_per_stream=per_stream)
+    for runtime in args.runtimes:
+        for streams, per_stream in stream_plans(args, runtime):
+            ways[f"ours {runtime}, {streams} stream(s) x {per_stream} thread(s)"] = our_way(
+                args, runtime, streams, per_stream, source, detector if runtime == "torch" else None)
     for way in ways.values():  # warm-up: model set-up, oneDNN kernels for the input shape
         way(requests[: min(8, len(requests))])
     load_start = os.getloadavg()
@@ -113,8 +123,26 @@ def main() -> int:
     print("\n".join(lines))
     if args.append:
         append_section(args, lines)
-    ours = list(results)[-1]
-    return 0 if all(compare(results[name], results[ours])[0] == 0 for name in results) else 1
+    first_ours = next(name for name in results if name.startswith("ours"))
+    return 0 if all(compare(results[name], results[first_ours])[0] == 0 for name in results) else 1
+
+
+def stream_plans(args, runtime: str) -> list[tuple[int, int]]:
+    """The CLI's automatic plan, or with ``--plans all`` also one stream with every thread and
+    one single-threaded stream per thread."""
+    plans = [plan_streams("cpu", args.streams, args.threads, runtime)]
+    if args.plans == "all":
+        plans += [(1, args.threads), (args.threads, 1)]
+    return list(dict.fromkeys(plans))
+
+
+def our_way(args, runtime: str, streams: int, per_stream: int, source: FrameFolderSource,
+            torch_detector: PersonDetector | None):
+    """detect.proposals' way on a detector (and stream replicas) built once, as one CLI run does."""
+    detector = torch_detector or PersonDetector(args.weights, imgsz=args.imgsz, conf=args.conf, runtime=runtime,
+                                                runtime_threads=per_stream, export_cache=args.export_cache)
+    pool = make_pool(detector, streams, per_stream)
+    return lambda reqs: detect_keyframes(detector, source, reqs, args.batch, progress=False, pool=pool)
 
 
 def reference_way(detector: PersonDetector, source: FrameFolderSource, threads: int, restore: int):
@@ -132,8 +160,9 @@ def summary(args, requests, detector, results, wall, cpu, load) -> list[str]:
     best = {name: n / min(t) for name, t in wall.items()}
     median = {name: n / statistics.median(t) for name, t in wall.items()}
     cpu_ms = {name: 1000 * statistics.median(t) / n for name, t in cpu.items()}
-    *references, ours = list(results)
-    boxes = sum(len(b) for b in results[ours].values())
+    references = [name for name in results if name.startswith("reference")]
+    ours_all = [name for name in results if name.startswith("ours")]
+    boxes = sum(len(b) for b in results[ours_all[0]].values())
     image = cv2.imread(str(FrameFolderSource(args.frames).path_of(requests[0])))
     boxed = detector.letterbox(image).shape
     lines = [f"keyframes {n} ({boxes} boxes at conf {args.conf}), frames {image.shape[1]}x{image.shape[0]} -> "
@@ -142,17 +171,18 @@ def summary(args, requests, detector, results, wall, cpu, load) -> list[str]:
     for name in results:
         lines.append(f"{name}: {best[name]:.1f} frames/s best, {median[name]:.1f} median; "
                      f"CPU time {cpu_ms[name]:.0f} ms/keyframe (all threads)")
-    for name in references:
-        lines.append(f"speed-up over {name}: {best[ours] / best[name]:.2f}x best, "
-                     f"{median[ours] / median[name]:.2f}x median")
     fastest_best = max(best[name] for name in references)
     fastest_median = max(median[name] for name in references)
-    lines.append(f"**speed-up over the faster reference: {best[ours] / fastest_best:.2f}x best, "
-                 f"{median[ours] / fastest_median:.2f}x median**")
-    for name in references:
-        count_diff, max_box, max_score = compare(results[name], results[ours])
-        lines.append(f"identical boxes vs {name}: keyframes with a different box count {count_diff}, "
-                     f"max |xyxy diff| {max_box:.2e}, max |score diff| {max_score:.2e}")
+    for ours in ours_all:
+        per_reference = ", ".join(f"{best[ours] / best[name]:.2f}x best / {median[ours] / median[name]:.2f}x "
+                                  f"median over {name}" for name in references)
+        lines.append(f"{ours}: **{best[ours] / fastest_best:.2f}x best, {median[ours] / fastest_median:.2f}x "
+                     f"median over the faster reference** ({per_reference})")
+    for ours in ours_all:
+        for name in references + [ours_all[0]] * (ours != ours_all[0]):
+            count_diff, max_box, max_score = compare(results[name], results[ours])
+            lines.append(f"boxes of {ours} vs {name}: keyframes with a different box count {count_diff}, "
+                         f"max |xyxy diff| {max_box:.2e}, max |score diff| {max_score:.2e}")
     return lines
 
 

@@ -6,7 +6,9 @@ imported (and made offline-safe, see `configure_offline`) the first time a detec
 Two inference paths give the same boxes:
 - `detect_reference(image)`: one ``model(image)`` call per image, as the reference system did.
 - `letterbox` (thread-safe, run by the decoding thread) + `detect_letterboxed(batch)`: one forward
-  pass per batch on pre-letterboxed uint8 tensors, with the predictor set up once.
+  pass per batch on pre-letterboxed uint8 tensors, with the predictor set up once. The forward
+  pass runs on the fused torch model or, with ``runtime="onnx"|"openvino"``, on an ONNX export of
+  it (`detect.runtimes`); NMS and box scaling are the same code either way.
 """
 from __future__ import annotations
 
@@ -129,7 +131,8 @@ def resolve_person_class(names: Mapping[int, str] | Sequence[str], requested: in
     raise ValueError(f"cannot tell which class is 'person' among {table}; pass person_class=<index or name>")
 
 
-def _torch_device(device: str | int) -> str:
+def torch_device(device: str | int) -> str:
+    """Torch device string of a CLI device: "0" -> "cuda:0", "" -> "cpu"."""
     device = str(device).strip().lower()
     if device.isdigit():
         return f"cuda:{device}"
@@ -145,10 +148,18 @@ class PersonDetector:
         imgsz: inference size (long side), rounded up to a multiple of the model stride.
         conf: score threshold; iou: NMS IoU threshold; max_det: boxes kept per image.
         person_class: class index or name overriding the lookup by name (see `resolve_person_class`).
+        runtime: "torch" (default), or "onnx" / "openvino" to run the network on ONNX Runtime or
+            OpenVINO (CPU only; exported once to ``export_cache``, see `detect.runtimes`).
+        runtime_threads: threads of the onnx/openvino network (torch threads are set by the caller).
+        export_cache: folder of cached exports (default `detect.runtimes.default_cache_dir`).
     """
 
     def __init__(self, weights: str | Path, *, device: str | int = "cpu", imgsz: int = 640, conf: float = 0.1,
-                 iou: float = 0.7, max_det: int = 300, person_class: int | str | None = None) -> None:
+                 iou: float = 0.7, max_det: int = 300, person_class: int | str | None = None,
+                 runtime: str = "torch", runtime_threads: int = 1, export_cache: str | Path | None = None) -> None:
+        from detect.runtimes import check_runtime, load_network
+
+        self.runtime = check_runtime(runtime)
         weights = Path(weights)
         if not weights.is_file():
             raise FileNotFoundError(f"detector weights not found: {weights} (see checkpoints/README.md)")
@@ -163,7 +174,7 @@ class PersonDetector:
         from ultralytics.utils.checks import check_imgsz
 
         self.weights = weights
-        self.device = _torch_device(device)
+        self.device = torch_device(device)
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
         self.yolo = YOLO(str(weights), task="detect")
         if self.yolo.task != "detect":
@@ -182,20 +193,34 @@ class PersonDetector:
             self.backend.to(memory_format=torch.channels_last)
         self.end2end = bool(getattr(self.backend, "end2end", False))
         self.degenerate_dropped = 0  # boxes with no area once clipped to the image (untrained models make them)
+        self.network = None  # the onnx/openvino network; None: the torch backend runs
+        if self.runtime != "torch":
+            if self.device != "cpu":
+                raise ValueError(f"runtime {self.runtime!r} runs on the CPU only; use runtime 'torch' on {self.device}")
+            if self.end2end:
+                raise ValueError(f"{weights}: an end-to-end (NMS-free) model; runtime {self.runtime!r} supports "
+                                 "raw-prediction models (YOLOv8/11 style) only, use runtime 'torch'")
+            self.network = load_network(self.runtime, weights, runtime_threads, export_cache, self.imgsz)
 
     def __repr__(self) -> str:
         return (f"PersonDetector({self.weights.name}, person_class={self.person_index} "
-                f"'{self.names[self.person_index]}', imgsz={self.imgsz}, conf={self.conf}, device={self.device})")
+                f"'{self.names[self.person_index]}', imgsz={self.imgsz}, conf={self.conf}, device={self.device}, "
+                f"runtime={self.runtime})")
 
-    def replica(self) -> "PersonDetector":
+    def replica(self, threads: int | None = None) -> "PersonDetector":
         """An independent copy for another inference thread: same settings, its own model copy.
 
         The copy shares nothing mutable with ``self`` (ultralytics' Detect head caches anchors per
         input shape; `degenerate_dropped` counts per replica). Costs one copy of the weights.
+        ``threads``: the copy's onnx/openvino network threads (default: as ``self``); the torch
+        runtime's threads are set by the thread that runs the copy.
         """
         twin = copy(self)
-        twin.backend = deepcopy(self.backend)
         twin.degenerate_dropped = 0
+        if self.network is not None:
+            twin.network = self.network.replica(threads or self.network.threads)
+        else:
+            twin.backend = deepcopy(self.backend)
         return twin
 
     # --- fast path -------------------------------------------------------------------------
@@ -226,18 +251,29 @@ class PersonDetector:
         if not batch:
             return []
         with torch.inference_mode():
-            tensor = torch.from_numpy(np.stack(batch)).to(self.device).permute(0, 3, 1, 2)  # [B, 3, h, w] NHWC memory
-            if not self.channels_last:
-                tensor = tensor.contiguous()
-            tensor = tensor.half() if self.backend.fp16 else tensor.float()  # keeps the memory format
-            preds = self.backend(tensor.div_(255))
+            preds = self._forward(np.stack(batch))
+            input_hw = batch[0].shape[:2]
             kept = nms.non_max_suppression(preds, self.conf, self.iou, classes=[self.person_index],
                                            max_det=self.max_det, end2end=self.end2end)
             out = []
             for det, (height, width) in zip(kept, orig_shapes):
-                xyxy = ops.scale_boxes(tensor.shape[2:], det[:, :4].clone(), (height, width))
+                xyxy = ops.scale_boxes(input_hw, det[:, :4].clone(), (height, width))
                 out.append(self._to_boxes(xyxy, det[:, 4], width, height))
         return out
+
+    def _forward(self, stacked: np.ndarray) -> Any:
+        """Raw predictions (torch tensor ``[B, 4 + classes, anchors]``) of letterboxed ``[B, h, w, 3]`` uint8."""
+        import torch
+
+        if self.network is not None:
+            images = np.ascontiguousarray(stacked.transpose(0, 3, 1, 2), dtype=np.float32)  # [B, 3, h, w]
+            np.divide(images, 255, out=images)  # the same rounding as the torch path's div_(255)
+            return torch.from_numpy(self.network(images))
+        tensor = torch.from_numpy(stacked).to(self.device).permute(0, 3, 1, 2)  # [B, 3, h, w] NHWC memory
+        if not self.channels_last:
+            tensor = tensor.contiguous()
+        tensor = tensor.half() if self.backend.fp16 else tensor.float()  # keeps the memory format
+        return self.backend(tensor.div_(255))
 
     def detect(self, images_bgr: Sequence[np.ndarray]) -> list[Boxes]:
         """Convenience: letterbox and detect a list of BGR images (grouped by letterboxed shape)."""

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from detect.keyframes import (CONVENTIONS, KeyframeRequest, get_convention, every_nth_frame, read_keyframe_keys,
                               requests_from_keys)
 from detect.source import KeyframeSource, open_source, prefetch, video_frame_count
+from detect.runtimes import CACHE_ENV, RUNTIMES
 from detect.streams import StreamPool, plan_batch, plan_streams
 from stad.data.formats.acar_pkl import write_acar_pkl
 from stad.data.formats.ava import keyframe_for, write_dense_proposals
@@ -44,15 +45,16 @@ def _batches(items: Iterable[tuple], batch_size: int) -> Iterator[list[tuple]]:
 
 
 def detect_keyframes(detector, source: KeyframeSource, requests: Sequence[KeyframeRequest], batch_size: int = 16,
-                     queue_size: int = 64, progress: bool = True, streams: int = 1,
-                     threads_per_stream: int = 1) -> dict[KeyframeKey, Boxes]:
+                     queue_size: int = 64, progress: bool = True, streams: int = 1, threads_per_stream: int = 1,
+                     pool: StreamPool | None = None) -> dict[KeyframeKey, Boxes]:
     """Person boxes for every request: ``{(video, t): Boxes}`` in request order (normalised, scores descending).
 
     ``detector`` is a `detect.detector.PersonDetector` (anything with ``letterbox``,
     ``detect_letterboxed`` and, for ``streams > 1``, ``replica``). Keyframes without a person map to
     empty `Boxes`. ``streams > 1`` runs that many batches concurrently, each on its own detector
-    replica with ``threads_per_stream`` torch threads (see `detect.streams`); the boxes do not
-    depend on it. With one stream the detector itself runs in the calling thread.
+    replica with ``threads_per_stream`` threads (see `detect.streams`); the boxes do not
+    depend on it. With one stream the detector itself runs in the calling thread. ``pool``: a
+    `StreamPool` of replicas made beforehand (reused across calls; ``streams`` is then ignored).
     """
     if batch_size < 1:
         raise ValueError(f"--batch must be >= 1, got {batch_size}")
@@ -67,7 +69,9 @@ def detect_keyframes(detector, source: KeyframeSource, requests: Sequence[Keyfra
     def infer(replica, batch: list[tuple]) -> list[Boxes]:
         return replica.detect_letterboxed([b[1] for b in batch], [b[2] for b in batch])
 
-    pool = StreamPool(detector.replica if streams > 1 else lambda: detector, streams, threads_per_stream)
+    own_pool = pool is None
+    if own_pool:
+        pool = make_pool(detector, streams, threads_per_stream)
     found: dict[KeyframeKey, Boxes] = {}
     with tqdm(total=len(requests), desc="proposals", unit="kf", disable=not progress, file=sys.stderr) as bar:
         batches = _batches(prefetch(source.iter_frames(requests), prepare, queue_size), batch_size)
@@ -75,12 +79,19 @@ def detect_keyframes(detector, source: KeyframeSource, requests: Sequence[Keyfra
             for (request, _, _), per_frame in zip(batch, boxes):
                 found[request.key] = per_frame
             bar.update(len(batch))
-    if streams > 1:
+    if own_pool and pool.streams > 1:
         detector.degenerate_dropped += sum(replica.degenerate_dropped for replica in pool.replicas)
     missing = [k for k in keys if k not in found]
     if missing:
         raise RuntimeError(f"{len(missing)} keyframes were not processed, e.g. {missing[:3]}")
     return {key: found[key] for key in keys}
+
+
+def make_pool(detector, streams: int, threads_per_stream: int) -> StreamPool:
+    """``streams`` inference streams: the detector itself for one, else one replica per stream."""
+    if streams == 1:
+        return StreamPool(lambda: detector, 1, threads_per_stream)
+    return StreamPool(lambda: detector.replica(threads_per_stream), streams, threads_per_stream)
 
 
 def to_keyframes(found: dict[KeyframeKey, Boxes], convention: FrameConvention) -> list[Keyframe]:
@@ -147,6 +158,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=0,
                         help="concurrent inference streams, each on its own model copy and batches (0: auto = "
                              "one single-threaded stream per CPU core, up to 4, on CPU; 1 on GPU)")
+    parser.add_argument("--runtime", default="torch", choices=RUNTIMES,
+                        help="network runtime: torch (default), or onnx (ONNX Runtime) / openvino on an ONNX export "
+                             "made once by ultralytics' exporter and cached (CPU only; same boxes up to fp rounding)")
+    parser.add_argument("--export-cache", help=f"folder of cached exports (default: ${CACHE_ENV} or "
+                                               "~/.cache/stad/detector_exports)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -157,15 +173,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     requests = build_requests(args)
     source = open_source(args.source)
     labelmap = read_labelmap(args.labelmap) if args.labelmap else LabelMap((), ())
-    from detect.detector import PersonDetector  # imports ultralytics (offline-configured)
+    from detect.detector import PersonDetector, torch_device  # imports ultralytics (offline-configured)
 
     person_class = args.person_class
     if person_class is not None and person_class.isdigit():
         person_class = int(person_class)
+    device = torch_device(args.device)
+    streams, threads_per_stream = plan_streams(device, args.streams, args.threads, args.runtime)
+    batch = plan_batch(device, args.batch)
     detector = PersonDetector(args.weights, device=args.device, imgsz=args.imgsz, conf=args.conf, iou=args.iou,
-                              max_det=args.max_det, person_class=person_class)
-    streams, threads_per_stream = plan_streams(detector.device, args.streams, args.threads)
-    batch = plan_batch(detector.device, args.batch)
+                              max_det=args.max_det, person_class=person_class, runtime=args.runtime,
+                              runtime_threads=threads_per_stream, export_cache=args.export_cache)
     if streams == 1 and args.threads:
         import torch
         torch.set_num_threads(args.threads)

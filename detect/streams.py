@@ -34,13 +34,14 @@ def usable_cpus() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def plan_streams(device: str, streams: int = 0, threads: int = 0) -> tuple[int, int]:
-    """``(streams, torch threads per stream)`` for a run.
+def plan_streams(device: str, streams: int = 0, threads: int = 0, runtime: str = "torch") -> tuple[int, int]:
+    """``(streams, threads per stream)`` for a run.
 
-    ``threads``: torch CPU threads in total (0: every usable CPU). ``streams``: concurrent
+    ``threads``: CPU threads in total (0: every usable CPU). ``streams``: concurrent
     inference streams (0: auto). Auto is one stream on an accelerator (batching is what helps
     there), and on a CPU one single-threaded stream per core up to `MAX_AUTO_STREAMS`, the rest of
-    the threads shared out between them.
+    the threads shared out between them. ``runtime``: the detector's network runtime
+    (`detect.runtimes`): its threads per stream are intra-op threads of that runtime.
     """
     if streams < 0 or threads < 0:
         raise ValueError(f"streams and threads must be >= 0, got streams={streams}, threads={threads}")

@@ -1,0 +1,214 @@
+"""Inference runtimes for the person detector's network: torch (default), ONNX Runtime, OpenVINO.
+
+The torch runtime is `PersonDetector`'s own fused ultralytics model. The other two run the same
+network exported once by ultralytics' own exporter to ONNX (dynamic batch, height and width, so
+every letterbox shape and the last partial batch run without re-export). The export is cached
+under ``cache_dir`` keyed by the weights' sha256 and the ultralytics version and written
+atomically; it is never redone while the file is there. ONNX Runtime runs that file; OpenVINO
+reads the same file and compiles it once per input shape, in full fp32 precision (on CPUs with
+bf16 support its default is bf16, which moves boxes by pixels).
+
+Only the network moves to another runtime: letterboxing, NMS and box scaling stay the ultralytics
+code the torch path uses, so boxes match the torch runtime up to float rounding.
+A network here maps ``[B, 3, h, w]`` float32 in [0, 1] to the raw predictions ``[B, 4 + classes, anchors]``.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+LOGGER = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "onnx", "openvino")
+# Python packages each runtime needs (import names -> pip names): export needs onnx (+ onnxslim).
+_NEEDS = {
+    "torch": {},
+    "onnx": {"onnx": "onnx", "onnxslim": "onnxslim", "onnxruntime": "onnxruntime"},
+    "openvino": {"onnx": "onnx", "onnxslim": "onnxslim", "openvino": "openvino"},
+}
+# Compiled OpenVINO models kept per network (one per input shape: letterbox shape x batch size).
+MAX_COMPILED_SHAPES = 8
+CACHE_ENV = "STAD_EXPORT_CACHE"
+
+
+class RuntimeUnavailableError(RuntimeError):
+    """A runtime's Python package is not installed."""
+
+
+class Network(Protocol):
+    threads: int
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """``[B, 3, h, w]`` float32 in [0, 1] -> raw predictions ``[B, 4 + classes, anchors]`` float32."""
+
+    def replica(self, threads: int) -> "Network":
+        """An independent network on the same file for another inference stream."""
+
+
+def check_runtime(name: str) -> str:
+    """``name`` if it is a known runtime whose packages are installed; a clear error otherwise."""
+    if name not in RUNTIMES:
+        close = difflib.get_close_matches(str(name), RUNTIMES, n=1, cutoff=0.4)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown detector runtime {name!r}{hint}; choose one of {', '.join(RUNTIMES)}")
+    missing = [pip for module, pip in _NEEDS[name].items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise RuntimeUnavailableError(
+            f"detector runtime {name!r} needs the Python package(s) {', '.join(missing)}, which are not installed: "
+            f"install them with `pip install -r requirements.txt` (pinned there), or use --runtime torch")
+    return name
+
+
+def default_cache_dir() -> Path:
+    """``$STAD_EXPORT_CACHE``, else ``~/.cache/stad/detector_exports``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "stad" / "detector_exports")
+
+
+def weights_digest(weights: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def onnx_export_path(weights: str | Path, cache_dir: str | Path) -> Path:
+    """Where the ONNX export of ``weights`` is cached: ``<cache>/<stem>-<sha256[:16]>-ul<version>-dynamic.onnx``.
+
+    The export has dynamic batch, height and width, so neither imgsz nor batch size is part of the key.
+    """
+    import ultralytics
+
+    weights = Path(weights)
+    return Path(cache_dir) / f"{weights.stem}-{weights_digest(weights)[:16]}-ul{ultralytics.__version__}-dynamic.onnx"
+
+
+def export_onnx(weights: str | Path, cache_dir: str | Path | None = None, imgsz: int = 640) -> Path:
+    """The cached ONNX export of ``weights`` (ultralytics' exporter, run offline); exports only if missing.
+
+    The exporter writes next to the file it is given, so it runs on a copy of the weights in a
+    temporary folder inside ``cache_dir``; the result is renamed into place (atomic: a reader sees
+    the whole file or none). ``imgsz`` only sizes the tracing example (the axes are dynamic).
+    """
+    from detect.detector import configure_offline
+
+    for module in ("onnx", "onnxslim"):
+        if importlib.util.find_spec(module) is None:
+            raise RuntimeUnavailableError(f"exporting the detector to ONNX needs the Python package {module}: "
+                                          "install it with `pip install -r requirements.txt`, or use --runtime torch")
+    target = onnx_export_path(weights, cache_dir or default_cache_dir())
+    if target.is_file():
+        LOGGER.info("using the cached ONNX export %s", target)
+        return target
+    configure_offline()
+    from ultralytics import YOLO
+    from ultralytics.utils import LOGGER as ULTRALYTICS_LOGGER
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    LOGGER.info("exporting %s to ONNX (once; cached as %s)", weights, target)
+    level = ULTRALYTICS_LOGGER.level
+    ULTRALYTICS_LOGGER.setLevel(logging.WARNING)  # the exporter's banner suggests online tools
+    try:
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as scratch:
+            copy = Path(scratch) / Path(weights).name
+            shutil.copyfile(weights, copy)
+            produced = YOLO(str(copy), task="detect").export(format="onnx", dynamic=True, simplify=True,
+                                                             imgsz=imgsz, batch=1, device="cpu", half=False,
+                                                             nms=False, verbose=False)
+            if not produced or not Path(produced).is_file():
+                raise RuntimeError(f"ultralytics' ONNX export of {weights} produced no file (see its log above)")
+            os.replace(produced, target)
+    finally:
+        ULTRALYTICS_LOGGER.setLevel(level)
+    return target
+
+
+def _f32_images(images: np.ndarray) -> np.ndarray:
+    if images.dtype != np.float32 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected float32 images [B, 3, h, w], got {images.dtype} {images.shape}")
+    return np.ascontiguousarray(images)
+
+
+class OnnxRuntimeNetwork:
+    """An ONNX Runtime CPU session on an exported detector, ``threads`` intra-op threads.
+
+    With one thread the session runs in the calling thread (no thread pool, no spinning).
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        import onnxruntime
+
+        self.path, self.threads = Path(path), max(1, int(threads))
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: _f32_images(images)})[0]
+
+    def replica(self, threads: int) -> "OnnxRuntimeNetwork":
+        return OnnxRuntimeNetwork(self.path, threads)
+
+
+class OpenVinoNetwork:
+    """OpenVINO CPU on an exported detector: one compiled model per input shape (static shapes run
+    faster than a dynamic one), at most `MAX_COMPILED_SHAPES` kept; fp32; ``threads`` threads.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        import openvino
+
+        self.path, self.threads = Path(path), max(1, int(threads))
+        self.core = openvino.Core()
+        self.model = self.core.read_model(str(self.path))
+        self.config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads,
+                       "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+                       # replicas and other processes share the cores: do not pin threads to them
+                       "ENABLE_CPU_PINNING": False}
+        self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+
+    def _request_for(self, shape: tuple[int, ...]) -> Any:
+        if shape in self._compiled:
+            self._compiled.move_to_end(shape)
+            return self._compiled[shape]
+        model = self.model.clone()
+        model.reshape(list(shape))
+        request = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        self._compiled[shape] = request
+        if len(self._compiled) > MAX_COMPILED_SHAPES:
+            self._compiled.popitem(last=False)
+        return request
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = _f32_images(images)
+        request = self._request_for(images.shape)
+        request.infer({0: images})
+        return request.get_output_tensor(0).data.copy()
+
+    def replica(self, threads: int) -> "OpenVinoNetwork":
+        return OpenVinoNetwork(self.path, threads)
+
+
+def load_network(runtime: str, weights: str | Path, threads: int = 1, cache_dir: str | Path | None = None,
+                 imgsz: int = 640) -> Network:
+    """The ``runtime`` ("onnx" or "openvino") network of ``weights``, exported (once) to the cache."""
+    check_runtime(runtime)
+    if runtime == "torch":
+        raise ValueError("the torch runtime is PersonDetector's own model; load_network serves onnx and openvino")
+    path = export_onnx(weights, cache_dir, imgsz)
+    return OnnxRuntimeNetwork(path, threads) if runtime == "onnx" else OpenVinoNetwork(path, threads)
