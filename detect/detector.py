@@ -175,6 +175,8 @@ class PersonDetector:
 
         self.weights = weights
         self.device = torch_device(device)
+        if self.runtime != "torch" and self.device != "cpu":
+            raise ValueError(f"runtime {self.runtime!r} runs on the CPU only; use runtime 'torch' on {self.device}")
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
         self.yolo = YOLO(str(weights), task="detect")
         if self.yolo.task != "detect":
@@ -195,8 +197,6 @@ class PersonDetector:
         self.degenerate_dropped = 0  # boxes with no area once clipped to the image (untrained models make them)
         self.network = None  # the onnx/openvino network; None: the torch backend runs
         if self.runtime != "torch":
-            if self.device != "cpu":
-                raise ValueError(f"runtime {self.runtime!r} runs on the CPU only; use runtime 'torch' on {self.device}")
             if self.end2end:
                 raise ValueError(f"{weights}: an end-to-end (NMS-free) model; runtime {self.runtime!r} supports "
                                  "raw-prediction models (YOLOv8/11 style) only, use runtime 'torch'")
