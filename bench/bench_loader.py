@@ -12,6 +12,12 @@ when ``batch.clips`` is read - counted here, in the consumer's process. The cons
 batch once (a sum), as training would, for every path.
 
 Cold = first pass, nothing decoded kept (the JPEG files are in the OS page cache for every path).
+ClipDataset rows: ``inline`` decodes a clip's frames one after the other (``decode_threads=0``), ``N decode
+threads`` on a per-process thread pool (``decode_threads=None`` = auto = min(4, CPUs); inline inside
+DataLoader workers). These rows do not reuse frames shared by consecutive clips (as in shuffled
+training); the ``sequential reuse`` row keeps each video's previous clip, as a sequential evaluation
+pass does by default (it pays when the clip spans more frames than the keyframe interval: try
+``--clip-len 32``).
 Cache = second epoch with ``cache_mb`` (decoded + resized frames kept per process). Paths are
 measured in interleaved rounds (each round runs every path once) and the median is reported, with
 the CPU time of all processes (main + DataLoader workers) per clip, so the ratio can be judged on a
@@ -43,6 +49,7 @@ from stad.data.dataset import ClipDataset, ClipSample  # noqa: E402
 from stad.data.toy import generate  # noqa: E402
 from stad.data.transforms import default_transform, render_frames  # noqa: E402
 from stad.data.transforms import Normalization  # noqa: E402
+from stad.data.threads import resolve_decode_threads  # noqa: E402
 from stad.data.video import decode_jpeg_bytes, read_file, resize_frame  # noqa: E402
 
 MEAN, STD = 0.45, 0.225
@@ -214,17 +221,24 @@ def main() -> None:
           f"{args.rounds} interleaved rounds (median), 320x240 JPEG q92 frames / H.264 mp4")
     for short in args.short_side:
         kwargs = dict(clip_len=args.clip_len, frame_stride=args.stride, transform=default_transform(short))
-        fast = ClipDataset(ann, frames_root=frames, **kwargs)
+        fast = ClipDataset(ann, frames_root=frames, decode_threads=0, **kwargs)
+        threaded = ClipDataset(ann, frames_root=frames, decode_threads=None, **kwargs)
+        reusing = ClipDataset(ann, frames_root=frames, decode_threads=None, **kwargs)
+        for ds in (fast, threaded):
+            ds.source.RECENT_VIDEOS = 0  # no reuse of the previous clip's frames (shuffled-training cost)
         full = ClipDataset(ann, frames_root=frames, fast_decode=False, **kwargs)
         cached = ClipDataset(ann, frames_root=frames, cache_mb=512, **kwargs)
+        auto = resolve_decode_threads(None)
         base = BaselineDataset(fast, frames, short)
         sequential = [i % len(fast) for i in range(args.clips)]
         shuffled = np.random.default_rng(0).permutation(sequential).tolist()
         paths = {
             "baseline, main process": loader(base, sequential, 0, False),
             "baseline, 2 workers": loader(base, sequential, 2, False),
-            "ClipDataset, main process": loader(fast, sequential, 0, True),
-            "ClipDataset, 2 workers": loader(fast, sequential, 2, True),
+            "ClipDataset, main process, inline": loader(fast, sequential, 0, True),
+            f"ClipDataset, main process, {auto} decode threads": loader(threaded, sequential, 0, True),
+            "ClipDataset, 2 workers (inline in each)": loader(threaded, sequential, 2, True),
+            f"ClipDataset, main, {auto} threads, sequential reuse": loader(reusing, sequential, 0, True),
         }
         if not args.no_video:
             video = ClipDataset(ann, video_root=videos, **kwargs)
@@ -243,18 +257,21 @@ def main() -> None:
                 results[name].append(measure(make, warm=True))
         load_after = os.getloadavg()[0]
         checks = [("decode at 1/%d (default)" % fast.transform.sample(240, 320).geometry.decode_reduction(), fast),
-                  ("full-size decode (fast_decode=False)", full)]
+                  (f"same, {auto} decode threads", threaded), ("full-size decode (fast_decode=False)", full)]
         if not args.no_video:
             checks.append(("from mp4 (H.264 crf 17 vs JPEG q92)", video))
         print(f"\nshort side {short}: load avg {load_before:.1f} -> {load_after:.1f}; output vs baseline (grey levels):")
         for label, ds in checks:
             diffs = [compare(collate_clips([ds[i]]).clips[0], base[i]) for i in range(0, len(fast), 3)]
             print(f"  {label:40s} max |diff| {max(d[0] for d in diffs):6.2f}   mean {np.mean([d[1] for d in diffs]):.3f}")
+        same = all(torch.equal(fast[i].pixels, threaded[i].pixels) and torch.equal(fast[i].pixels, reusing[i].pixels)
+                   for i in range(len(fast)))
+        print(f"  {auto} decode threads and sequential reuse vs inline: {'identical' if same else 'DIFFERENT'} uint8 clips")
         ref = statistics.median(r[0] for r in results["baseline, main process"])
-        print(f"  {'path':44s} {'clips/s':>8s} {'x':>6s} {'CPU ms/clip':>12s}   (rounds: clips/s)")
+        print(f"  {'path':52s} {'clips/s':>8s} {'x':>6s} {'CPU ms/clip':>12s}   (rounds: clips/s)")
         for name, runs in results.items():
             rate, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-            print(f"  {name:44s} {rate:8.1f} {rate / ref:6.2f} {cpu:12.2f}   ({', '.join(f'{r[0]:.0f}' for r in runs)})")
+            print(f"  {name:52s} {rate:8.1f} {rate / ref:6.2f} {cpu:12.2f}   ({', '.join(f'{r[0]:.0f}' for r in runs)})")
         if args.stages:
             base_ms, ours_ms = stage_profile(fast, short, args.clips)
             print(f"  CPU ms per clip by stage (main process; the consumer's read of the batch counted in 'stack + collate'):")

@@ -12,6 +12,7 @@ import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -88,6 +89,11 @@ def _limit_threads_in_workers(source: object) -> None:
         source.decoder_threads = 1  # type: ignore[attr-defined]
     if getattr(source, "decode_threads", 1) is None:  # auto
         source.decode_threads = 1  # type: ignore[attr-defined]
+
+
+def _draw_seed() -> int:
+    """A per-clip seed from torch's generator (seeded per DataLoader worker, as torch intends)."""
+    return int(torch.randint(0, 2**62, (1,)).item())
 
 
 def _filter_scores(kf: Keyframe, min_score: float) -> Keyframe:
@@ -171,10 +177,25 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> ClipSample:
         _limit_threads_in_workers(self.source)
+        return self._sample(index, _draw_seed())
+
+    def __getitems__(self, indices: Sequence[int]) -> list[ClipSample]:
+        """The samples of a batch (DataLoader's fetcher calls this): with decode threads, each
+        thread builds a run of consecutive clips (decode, resize, crop, planes) - one hand-off per
+        batch; a single clip spreads its frames over the threads instead. The random draws are made
+        first, in order, so the samples equal ``[self[i] for i in indices]``."""
+        _limit_threads_in_workers(self.source)
+        jobs = [(int(i), _draw_seed()) for i in indices]
+        return self.source.pool.map(self._sample_job, jobs, contiguous=True)
+
+    def _sample_job(self, job: tuple[int, int]) -> ClipSample:
+        return self._sample(*job)
+
+    def _sample(self, index: int, seed: int) -> ClipSample:
         kf = self.keyframes[index]
         frames = self.frame_numbers(index)
         height, width = self.source.frame_size(kf.video, kf.format_str, int(frames[len(frames) // 2]))
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        rng = np.random.default_rng(seed)
         recipe = self.transform.sample(height, width, rng)
         reduction = recipe.geometry.decode_reduction() if self.fast_decode and not self.from_video else 1
         pixels = self.source.read_frames(kf.video, kf.format_str, frames, reduction, recipe.geometry.resize)

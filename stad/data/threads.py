@@ -36,12 +36,17 @@ def resolve_decode_threads(decode_threads: int | None) -> int:
     return max(1, decode_threads)
 
 
+_LOCAL = threading.local()  # .in_share: this thread is running a share of some map()
+
+
 class ClipThreadPool:
     """``map(fn, items)`` over ``threads`` threads: the caller runs one share of the items itself and
     ``threads - 1`` pool threads run the others, one task per thread (not per item: a task costs
     tens of microseconds of locking, a 320x240 JPEG decode ~0.3 ms).
 
-    ``threads <= 1`` runs everything inline and never starts a thread.
+    ``threads <= 1`` runs everything inline and never starts a thread. A ``map`` called from inside
+    a share (a batch's clips on the threads, each clip reading its frames) runs inline: the threads
+    are already busy, and waiting on the pool from a pool thread could deadlock.
     """
 
     def __init__(self, threads: int) -> None:
@@ -69,17 +74,24 @@ class ClipThreadPool:
                 self._executor = ThreadPoolExecutor(self.threads - 1, thread_name_prefix=THREAD_NAME_PREFIX)
             return self._executor
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """``[fn(x) for x in items]``, in order, spread over the threads. The first exception raised
-        by ``fn`` is re-raised after every share has finished (no task outlives the call)."""
+    def map(self, fn: Callable[[T], R], items: Sequence[T], contiguous: bool = False) -> list[R]:
+        """``[fn(x) for x in items]``, in order, spread over the threads: item ``i`` goes to share
+        ``i % shares``, or with ``contiguous`` the shares are consecutive runs of items. The first
+        exception raised by ``fn`` is re-raised after every share has finished (no task outlives
+        the call)."""
         shares = min(self.threads, len(items))
-        if shares <= 1:
+        if shares <= 1 or getattr(_LOCAL, "in_share", False):
             return [fn(x) for x in items]
+        if contiguous:
+            bounds = [len(items) * i // shares for i in range(shares + 1)]
+            parts = [items[bounds[i]:bounds[i + 1]] for i in range(shares)]
+        else:
+            parts = [items[i::shares] for i in range(shares)]
         executor = self._get_executor()
-        futures: list[Future] = [executor.submit(_run_share, fn, items[i::shares]) for i in range(1, shares)]
+        futures: list[Future] = [executor.submit(_run_share, fn, part) for part in parts[1:]]
         error: BaseException | None = None
         try:
-            results = [_run_share(fn, items[0::shares])]
+            results = [_run_share(fn, parts[0])]
         except BaseException as exc:  # noqa: BLE001 - re-raised below, once the pool threads are done
             error, results = exc, []
         for future in futures:
@@ -89,6 +101,8 @@ class ClipThreadPool:
                 error = error or exc
         if error is not None:
             raise error
+        if contiguous:
+            return [r for share in results for r in share]
         out: list[R] = [None] * len(items)  # type: ignore[list-item]
         for i, share in enumerate(results):
             out[i::shares] = share
@@ -110,4 +124,8 @@ class ClipThreadPool:
 
 
 def _run_share(fn: Callable[[T], R], share: Sequence[T]) -> list[R]:
-    return [fn(x) for x in share]
+    _LOCAL.in_share = True
+    try:
+        return [fn(x) for x in share]
+    finally:
+        _LOCAL.in_share = False
