@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from stad.models.heads import ACARHead, LinearHead, acar_per_clip_reference
-from stad.models.heads.acar import conv1x1, pooled_conv
+from stad.models.heads.acar import RelativePosition, conv1x1, pooled_conv
 from stad.models.neck import RoIBatch, RoINeck
 
 
@@ -25,7 +25,8 @@ def _head(**kw):
 
 @pytest.mark.parametrize("counts", [(3, 0, 1, 5), (1,), (2, 2), (0, 4, 0)])
 @pytest.mark.parametrize("variant", [dict(), dict(depth=1, mlp_1x1=True), dict(downsample="none", depth=3),
-                                     dict(channels_last=False), dict(depth=0)])
+                                     dict(channels_last=False), dict(depth=0), dict(relative_position=True),
+                                     dict(relative_position=True, channels_last=False, depth=1)])
 def test_batched_acar_head_equals_per_clip_loop(counts, variant):
     head = _head(**variant)
     feats = torch.randn(len(counts), 20, 10, 12)
@@ -41,9 +42,10 @@ def test_batched_acar_head_equals_per_clip_loop(counts, variant):
 
 
 @pytest.mark.parametrize("train", [False, True])
-def test_batched_head_gradients_equal_loop_gradients(train):
+@pytest.mark.parametrize("relative_position", [False, True])
+def test_batched_head_gradients_equal_loop_gradients(train, relative_position):
     """Eval mode folds the last HR2O conv into the pooling; training mode runs it in full."""
-    head = _head(relation_dropout=0.0).train(train)
+    head = _head(relation_dropout=0.0, relative_position=relative_position).train(train)
     feats = torch.randn(4, 20, 9, 9, requires_grad=True)
     rois = RoINeck().eval()(_boxes((2, 0, 1, 3)))  # a zero-box and a one-box clip
     grads = []
@@ -160,3 +162,32 @@ def test_hr2o_pooled_output_equals_mean_of_full_output(mlp_1x1):
         pooled = layer.forward_pooled(x, layout)
         torch.manual_seed(3)
         assert torch.equal(pooled, layer(x, layout).mean((2, 3)))  # same dropout draw, same path
+
+
+def test_relative_position_offsets_are_in_box_heights():
+    """Cell centres of a 2 x 4 map (aspect 2) relative to a box centred at (0.25, 0.5), 0.5 high."""
+    offsets = RelativePosition.offsets(torch.tensor([[0.2, 0.25, 0.3, 0.75]]), 2, 4)
+    assert offsets.shape == (1, 2, 4, 2)
+    expected_dx = (torch.tensor([0.125, 0.375, 0.625, 0.875]) - 0.25) * 2 / 0.5
+    expected_dy = (torch.tensor([0.25, 0.75]) - 0.5) / 0.5
+    assert torch.allclose(offsets[0, :, :, 0], expected_dx.expand(2, 4))
+    assert torch.allclose(offsets[0, :, :, 1], expected_dy[:, None].expand(2, 4))
+
+
+def test_relative_position_changes_logits_only_through_box_geometry():
+    """Same actor feature, partner context fixed: moving the box shifts the logits only with the option on."""
+    feats = torch.randn(1, 20, 8, 8)
+    flat = torch.zeros(1, 20, 8, 8)  # uniform context: actor feature and relations identical for both boxes
+    boxes = [torch.tensor([[0.1, 0.2, 0.3, 0.8], [0.6, 0.2, 0.8, 0.8]])]
+    rois = RoINeck().eval()(boxes)
+    with torch.no_grad():
+        plain = _head()(flat + feats.mean(), rois)
+        placed = _head(relative_position=True)(flat + feats.mean(), rois)
+    assert torch.allclose(plain[0], plain[1], atol=1e-5)
+    assert not torch.allclose(placed[0], placed[1], atol=1e-3)
+
+
+def test_relative_position_is_off_by_default_so_official_keys_match():
+    assert not any(k.startswith("position.") for k in _head().state_dict())
+    assert {"position.fc1.weight", "position.fc1.bias", "position.fc2.weight"} <= set(
+        _head(relative_position=True).state_dict())

@@ -16,6 +16,12 @@ that clip at each position) -> global average pool. Here all clips are processed
 * the per-box convolutions run in channels-last layout and the 1x1 convolutions go through
   oneDNN (:func:`conv1x1`): layout and kernel choices only, numerically the same operations.
 
+Optional, not in ACAR-Net (off by default, so official weights load unchanged):
+``relative_position=True`` adds :class:`RelativePosition` to conv1's pre-activation, an MLP of each
+context position's offset from the actor's box. ACAR-Net's tiled actor feature says nothing about
+*where* the actor is, so "a listener 1.5 heights in front of me" must otherwise be inferred from
+the context features alone; with the offset, one ReLU can gate a context cell on its place.
+
 :func:`acar_per_clip_reference` keeps ACAR-Net's per-clip loop for tests and benchmarks.
 """
 from __future__ import annotations
@@ -107,6 +113,41 @@ class PaddedLayout:
         return self.valid[:, None, None, :].expand(-1, height * width, 1, -1).reshape(-1, 1, self.width)
 
 
+class RelativePosition(nn.Module):
+    """Offset of every context cell from an actor's box, encoded for conv1: -> [N, H, W, C].
+
+    The offset of cell centre (x, y) from the box centre is measured in box heights, x scaled by
+    the map's aspect (W / H, the image's up to rounding) so both axes share one unit:
+    ``((x - cx) * W / H / h, (y - cy) / h)`` in normalised coordinates. A two-layer MLP maps the
+    two numbers to ``out_channels``.
+
+    Args:
+        out_channels: C (the ACAR head's hidden_dim).
+        hidden: MLP width.
+    """
+
+    def __init__(self, out_channels: int, hidden: int = 32):
+        super().__init__()
+        self.fc1 = nn.Linear(2, hidden)
+        self.fc2 = nn.Linear(hidden, out_channels, bias=False)
+
+    @staticmethod
+    def offsets(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """boxes [N, 4] normalised (x1, y1, x2, y2) -> offsets [N, H, W, 2] in box heights."""
+        ys = (torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5) / height
+        xs = (torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5) / width
+        centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
+        centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
+        box_h = (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)
+        dx = (xs[None, :] - centre_x[:, None]) * (width / height) / box_h[:, None]  # [N, W]
+        dy = (ys[None, :] - centre_y[:, None]) / box_h[:, None]  # [N, H]
+        return torch.stack(torch.broadcast_tensors(dx[:, None, :], dy[:, :, None]), dim=-1)
+
+    def forward(self, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """boxes [N, 4] normalised -> [N, H, W, C]."""
+        return self.fc2(F.relu(self.fc1(self.offsets(boxes.detach(), height, width))))
+
+
 class HR2O(nn.Module):
     """High-order relation reasoning operator (ACAR-Net's ``HR2O_NL``): actor-actor attention at
     every spatial position, GroupNorm, ReLU, conv, dropout, residual.
@@ -179,12 +220,14 @@ class ACARHead(nn.Module):
         bias: bias in the final classifier ``fc2`` (ACAR-Net: False).
         relation_dropout: dropout inside HR2O (ACAR-Net: 0.2).
         channels_last: run the per-box convolutions in channels-last memory layout.
+        relative_position: add :class:`RelativePosition` (each context cell's offset from the
+            actor) to conv1's output before its ReLU; not in ACAR-Net, off by default.
     """
 
     def __init__(self, in_channels: int, num_classes: int, *, roi_size: int = 7, reduce_dim: int = 1024,
                  hidden_dim: int = 512, depth: int = 2, kernel_size: int = 3, mlp_1x1: bool = False,
                  downsample: str = "max2x2", dropout: float = 0.0, bias: bool = False,
-                 relation_dropout: float = 0.2, channels_last: bool = True):
+                 relation_dropout: float = 0.2, channels_last: bool = True, relative_position: bool = False):
         super().__init__()
         self.channels_last = channels_last
         if downsample not in ("max2x2", "none"):
@@ -193,6 +236,7 @@ class ACARHead(nn.Module):
         self.num_classes = num_classes
         self.conv_reduce = nn.Conv2d(in_channels, reduce_dim, 1, bias=False)
         self.conv1 = nn.Conv2d(reduce_dim * 2, hidden_dim, 1, bias=False)
+        self.position = RelativePosition(hidden_dim) if relative_position else None
         self.conv2 = nn.Conv2d(hidden_dim, hidden_dim, 3, bias=False)
         self.downsample = nn.MaxPool2d(3, stride=2, padding=1) if downsample == "max2x2" else nn.Identity()
         self.hr2o = nn.Sequential(*[HR2O(hidden_dim, kernel_size, mlp_1x1, relation_dropout) for _ in range(depth)])
@@ -228,13 +272,12 @@ class ACARHead(nn.Module):
         w1 = self.conv1.weight
         context = conv1x1(feats, w1[:, :reduce_dim])  # [B, hid, H, W], once per clip
         actor_term = F.linear(actor, w1[:, reduce_dim:, 0, 0])  # [N, hid], once per box
-        if self.channels_last:
-            # [B, H, W, hid] + [N, 1, 1, hid], viewed back as NCHW: a channels-last tensor, no copy.
-            # (in place on the fresh index_select output: no second [N, H, W, hid] buffer)
-            x = context.permute(0, 2, 3, 1).index_select(0, rois.clip_index)
-            return x.add_(actor_term[:, None, None, :]).relu_().permute(0, 3, 1, 2)
-        x = context.index_select(0, rois.clip_index)
-        return x.add_(actor_term[:, :, None, None]).relu_()
+        # [B, H, W, hid] + [N, 1, 1, hid] (in place on the fresh index_select output: no second buffer)
+        x = context.permute(0, 2, 3, 1).index_select(0, rois.clip_index).add_(actor_term[:, None, None, :])
+        if self.position is not None:
+            x = x.add_(self.position(rois.rois[:, 1:], *feats.shape[-2:]))
+        x = x.relu_().permute(0, 3, 1, 2)  # NCHW view with channels-last strides
+        return x if self.channels_last else x.contiguous()
 
     def _relations(self, x: torch.Tensor, layout: PaddedLayout) -> torch.Tensor:
         """HR2O layers then global average pool: x [N, hid, h, w] -> [N, hid]."""
@@ -268,7 +311,10 @@ def acar_per_clip_reference(head: ACARHead, feature_map: torch.Tensor, rois: RoI
             continue
         context = feats[clip].unsqueeze(0).repeat(count, 1, 1, 1)
         tiled = actor[start:start + count, :, None, None].expand_as(context)
-        x = F.relu(conv_1x1(head.conv1, torch.cat([context, tiled], dim=1)))
+        x = conv_1x1(head.conv1, torch.cat([context, tiled], dim=1))
+        if head.position is not None:
+            x = x + head.position(rois.rois[start:start + count, 1:], *x.shape[-2:]).permute(0, 3, 1, 2)
+        x = F.relu(x)
         x = head.downsample(F.relu(head.conv2(x)))
         for layer in head.hr2o:
             x = layer.forward_single_clip(x)
