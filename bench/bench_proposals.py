@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import os
 import platform
 import statistics
@@ -80,7 +81,8 @@ def main() -> int:
     parser.add_argument("--dataset", default="toy")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--conf", type=float, default=0.1)
-    parser.add_argument("--batch", type=int, default=0, help="ours: keyframes per forward pass (0: auto, as the CLI)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[0],
+                        help="ours: keyframes per forward pass, a row each (0: auto per runtime, as the CLI)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads in total, for both ways (0: every usable CPU)")
     parser.add_argument("--streams", type=int, default=0, help="ours: inference streams (0: auto, as the CLI)")
@@ -88,12 +90,11 @@ def main() -> int:
                         help="ours: network runtimes to run, a row each (default: torch)")
     parser.add_argument("--plans", default="auto", choices=("auto", "all"),
                         help="ours: the CLI's automatic stream plan per runtime, or every plan (1 x N and N x 1)")
-    parser.add_argument("--export-cache", help="cached onnx exports (default: detect.runtimes.default_cache_dir)")
+    parser.add_argument("--export-cache", help="folder of cached onnx exports (default: beside the weights)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--append", help="append a section to this markdown file")
     args = parser.parse_args()
     args.threads = args.threads or usable_cpus()
-    args.batch = plan_batch("cpu", args.batch)
     torch.set_num_threads(args.threads)
     keys = sorted({k for path in args.annotations for k in read_keyframe_keys(path)})
     requests = requests_from_keys(keys, args.dataset)
@@ -102,9 +103,11 @@ def main() -> int:
     ways = {f"reference, {t} thread(s)": reference_way(detector, source, t, args.threads)
             for t in sorted({args.threads, ULTRALYTICS_THREADS}, reverse=True)}
     for runtime in args.runtimes:
-        for streams, per_stream in stream_plans(args, runtime):
-            ways[f"ours {runtime}, {streams} stream(s) x {per_stream} thread(s)"] = our_way(
-                args, runtime, streams, per_stream, source, detector if runtime == "torch" else None)
+        for (streams, per_stream), batch in itertools.product(
+                stream_plans(args), dict.fromkeys(plan_batch("cpu", b, runtime) for b in args.batch)):
+            name = f"ours {runtime}, {streams} stream(s) x {per_stream} thread(s), batch {batch}"
+            ways[name] = our_way(args, runtime, streams, per_stream, batch, source,
+                                 detector if runtime == "torch" else None)
     for way in ways.values():  # warm-up: model set-up, oneDNN kernels for the input shape
         way(requests[: min(8, len(requests))])
     load_start = os.getloadavg()
@@ -127,22 +130,22 @@ def main() -> int:
     return 0 if all(compare(results[name], results[first_ours])[0] == 0 for name in results) else 1
 
 
-def stream_plans(args, runtime: str) -> list[tuple[int, int]]:
+def stream_plans(args) -> list[tuple[int, int]]:
     """The CLI's automatic plan, or with ``--plans all`` also one stream with every thread and
     one single-threaded stream per thread."""
-    plans = [plan_streams("cpu", args.streams, args.threads, runtime)]
+    plans = [plan_streams("cpu", args.streams, args.threads)]
     if args.plans == "all":
         plans += [(1, args.threads), (args.threads, 1)]
     return list(dict.fromkeys(plans))
 
 
-def our_way(args, runtime: str, streams: int, per_stream: int, source: FrameFolderSource,
+def our_way(args, runtime: str, streams: int, per_stream: int, batch: int, source: FrameFolderSource,
             torch_detector: PersonDetector | None):
     """detect.proposals' way on a detector (and stream replicas) built once, as one CLI run does."""
     detector = torch_detector or PersonDetector(args.weights, imgsz=args.imgsz, conf=args.conf, runtime=runtime,
                                                 runtime_threads=per_stream, export_cache=args.export_cache)
     pool = make_pool(detector, streams, per_stream)
-    return lambda reqs: detect_keyframes(detector, source, reqs, args.batch, progress=False, pool=pool)
+    return lambda reqs: detect_keyframes(detector, source, reqs, batch, progress=False, pool=pool)
 
 
 def reference_way(detector: PersonDetector, source: FrameFolderSource, threads: int, restore: int):
@@ -166,7 +169,7 @@ def summary(args, requests, detector, results, wall, cpu, load) -> list[str]:
     image = cv2.imread(str(FrameFolderSource(args.frames).path_of(requests[0])))
     boxed = detector.letterbox(image).shape
     lines = [f"keyframes {n} ({boxes} boxes at conf {args.conf}), frames {image.shape[1]}x{image.shape[0]} -> "
-             f"network input {boxed[1]}x{boxed[0]} (imgsz {args.imgsz}), batch {args.batch}, {args.rounds} "
+             f"network input {boxed[1]}x{boxed[0]} (imgsz {args.imgsz}), {args.rounds} "
              f"alternating rounds, load average {load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end"]
     for name in results:
         lines.append(f"{name}: {best[name]:.1f} frames/s best, {median[name]:.1f} median; "

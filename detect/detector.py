@@ -149,17 +149,19 @@ class PersonDetector:
         conf: score threshold; iou: NMS IoU threshold; max_det: boxes kept per image.
         person_class: class index or name overriding the lookup by name (see `resolve_person_class`).
         runtime: "torch" (default), or "onnx" / "openvino" to run the network on ONNX Runtime or
-            OpenVINO (CPU only; exported once to ``export_cache``, see `detect.runtimes`).
+            OpenVINO (CPU only; exported once to ``export_cache``, see `detect.runtimes`), or
+            "auto" (onnx on a CPU when installed, else torch; see `detect.runtimes.resolve_runtime`).
         runtime_threads: threads of the onnx/openvino network (torch threads are set by the caller).
-        export_cache: folder of cached exports (default `detect.runtimes.default_cache_dir`).
+        export_cache: folder of cached exports (default: `detect.runtimes.default_cache_dir`).
     """
 
     def __init__(self, weights: str | Path, *, device: str | int = "cpu", imgsz: int = 640, conf: float = 0.1,
                  iou: float = 0.7, max_det: int = 300, person_class: int | str | None = None,
                  runtime: str = "torch", runtime_threads: int = 1, export_cache: str | Path | None = None) -> None:
-        from detect.runtimes import check_runtime, load_network
+        from detect.runtimes import check_runtime, load_network, resolve_runtime
 
-        self.runtime = check_runtime(runtime)
+        if runtime != "auto":
+            check_runtime(runtime)  # an unknown name or a missing package fails before any loading
         weights = Path(weights)
         if not weights.is_file():
             raise FileNotFoundError(f"detector weights not found: {weights} (see checkpoints/README.md)")
@@ -175,8 +177,8 @@ class PersonDetector:
 
         self.weights = weights
         self.device = torch_device(device)
-        if self.runtime != "torch" and self.device != "cpu":
-            raise ValueError(f"runtime {self.runtime!r} runs on the CPU only; use runtime 'torch' on {self.device}")
+        if runtime not in ("torch", "auto") and self.device != "cpu":
+            raise ValueError(f"runtime {runtime!r} runs on the CPU only; use runtime 'torch' on {self.device}")
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
         self.yolo = YOLO(str(weights), task="detect")
         if self.yolo.task != "detect":
@@ -195,6 +197,7 @@ class PersonDetector:
             self.backend.to(memory_format=torch.channels_last)
         self.end2end = bool(getattr(self.backend, "end2end", False))
         self.degenerate_dropped = 0  # boxes with no area once clipped to the image (untrained models make them)
+        self.runtime = resolve_runtime(runtime, self.device, self.end2end)
         self.network = None  # the onnx/openvino network; None: the torch backend runs
         if self.runtime != "torch":
             if self.end2end:

@@ -151,18 +151,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-det", type=int, default=100, help="boxes kept per keyframe")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--batch", type=int, default=0,
-                        help="keyframes per forward pass and stream (0: auto = 4 on CPU, 16 on GPU)")
+                        help="keyframes per forward pass and stream (0: auto = 4 on CPU with torch, 2 with "
+                             "onnx/openvino, 16 on GPU)")
     parser.add_argument("--device", default="cpu", help="cpu, 0, cuda:0, ...")
     parser.add_argument("--person-class", help="class index or name (default: read 'person' from the weights)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads in total (0: every usable CPU)")
     parser.add_argument("--streams", type=int, default=0,
                         help="concurrent inference streams, each on its own model copy and batches (0: auto = "
                              "one single-threaded stream per CPU core, up to 4, on CPU; 1 on GPU)")
-    parser.add_argument("--runtime", default="torch", choices=RUNTIMES,
-                        help="network runtime: torch (default), or onnx (ONNX Runtime) / openvino on an ONNX export "
-                             "made once by ultralytics' exporter and cached (CPU only; same boxes up to fp rounding)")
-    parser.add_argument("--export-cache", help=f"folder of cached exports (default: ${CACHE_ENV} or "
-                                               "~/.cache/stad/detector_exports)")
+    parser.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES),
+                        help="network runtime: torch, or onnx (ONNX Runtime) / openvino on an ONNX export made once "
+                             "by ultralytics' exporter and cached (CPU only; same boxes up to fp rounding); "
+                             "auto (default): onnx on a CPU when installed, else torch")
+    parser.add_argument("--export-cache", help=f"folder of cached exports (default: ${CACHE_ENV}, else the "
+                                               "weights' folder, else ~/.cache/stad/detector_exports)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -178,12 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     person_class = args.person_class
     if person_class is not None and person_class.isdigit():
         person_class = int(person_class)
-    device = torch_device(args.device)
-    streams, threads_per_stream = plan_streams(device, args.streams, args.threads, args.runtime)
-    batch = plan_batch(device, args.batch)
+    streams, threads_per_stream = plan_streams(torch_device(args.device), args.streams, args.threads)
     detector = PersonDetector(args.weights, device=args.device, imgsz=args.imgsz, conf=args.conf, iou=args.iou,
                               max_det=args.max_det, person_class=person_class, runtime=args.runtime,
                               runtime_threads=threads_per_stream, export_cache=args.export_cache)
+    batch = plan_batch(detector.device, args.batch, detector.runtime)
     if streams == 1 and args.threads:
         import torch
         torch.set_num_threads(args.threads)

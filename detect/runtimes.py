@@ -3,8 +3,9 @@
 The torch runtime is `PersonDetector`'s own fused ultralytics model. The other two run the same
 network exported once by ultralytics' own exporter to ONNX (dynamic batch, height and width, so
 every letterbox shape and the last partial batch run without re-export). The export is cached
-under ``cache_dir`` keyed by the weights' sha256 and the ultralytics version and written
-atomically; it is never redone while the file is there. ONNX Runtime runs that file; OpenVINO
+(`default_cache_dir`: beside the weights unless told otherwise) under a name keyed by the
+weights' sha256 and the ultralytics version, and written atomically; it is never redone while
+the file is there. ONNX Runtime runs that file; OpenVINO
 reads the same file and compiles it once per input shape, in full fp32 precision (on CPUs with
 bf16 support its default is bf16, which moves boxes by pixels).
 
@@ -30,6 +31,8 @@ import numpy as np
 LOGGER = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnx", "openvino")
+# What runtime "auto" picks on a CPU when its packages are installed (bench/RESULTS.md, issue #5).
+AUTO_CPU_RUNTIME = "onnx"
 # Python packages each runtime needs (import names -> pip names): export needs onnx (+ onnxslim).
 _NEEDS = {
     "torch": {},
@@ -58,9 +61,9 @@ class Network(Protocol):
 def check_runtime(name: str) -> str:
     """``name`` if it is a known runtime whose packages are installed; a clear error otherwise."""
     if name not in RUNTIMES:
-        close = difflib.get_close_matches(str(name), RUNTIMES, n=1, cutoff=0.4)
+        close = difflib.get_close_matches(str(name), RUNTIMES + ("auto",), n=1, cutoff=0.4)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown detector runtime {name!r}{hint}; choose one of {', '.join(RUNTIMES)}")
+        raise ValueError(f"unknown detector runtime {name!r}{hint}; choose one of {', '.join(RUNTIMES)} or auto")
     missing = [pip for module, pip in _NEEDS[name].items() if importlib.util.find_spec(module) is None]
     if missing:
         raise RuntimeUnavailableError(
@@ -69,9 +72,33 @@ def check_runtime(name: str) -> str:
     return name
 
 
-def default_cache_dir() -> Path:
-    """``$STAD_EXPORT_CACHE``, else ``~/.cache/stad/detector_exports``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "stad" / "detector_exports")
+def resolve_runtime(name: str, device: str, end2end: bool = False) -> str:
+    """The runtime to run: ``name``, or for "auto" `AUTO_CPU_RUNTIME` on a CPU and torch elsewhere.
+
+    "auto" also falls back to torch (logged) when the runtime's packages are missing or the model
+    is end-to-end (NMS-free heads export a different output). Unknown names are an error.
+    """
+    if name != "auto":
+        return check_runtime(name)
+    if not str(device).startswith("cpu") or end2end:
+        return "torch"
+    try:
+        return check_runtime(AUTO_CPU_RUNTIME)
+    except RuntimeUnavailableError as error:
+        LOGGER.info("runtime auto: %s; running torch", error)
+        return "torch"
+
+
+def default_cache_dir(weights: str | Path) -> Path:
+    """Where exports of ``weights`` go by default: ``$STAD_EXPORT_CACHE`` if set, else the weights'
+    own folder (the export sits beside its source and goes away with it), else, when that folder
+    is not writable, ``~/.cache/stad/detector_exports``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    folder = Path(weights).resolve().parent
+    if os.access(folder, os.W_OK):
+        return folder
+    return Path.home() / ".cache" / "stad" / "detector_exports"
 
 
 def weights_digest(weights: str | Path) -> str:
@@ -106,7 +133,7 @@ def export_onnx(weights: str | Path, cache_dir: str | Path | None = None, imgsz:
         if importlib.util.find_spec(module) is None:
             raise RuntimeUnavailableError(f"exporting the detector to ONNX needs the Python package {module}: "
                                           "install it with `pip install -r requirements.txt`, or use --runtime torch")
-    target = onnx_export_path(weights, cache_dir or default_cache_dir())
+    target = onnx_export_path(weights, cache_dir or default_cache_dir(weights))
     if target.is_file():
         LOGGER.info("using the cached ONNX export %s", target)
         return target
@@ -155,6 +182,8 @@ class OnnxRuntimeNetwork:
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        if self.threads > 1:  # idle pool threads spinning at every op steal the cores of a shared machine
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 

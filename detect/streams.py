@@ -25,6 +25,7 @@ R = TypeVar("R")
 # activations (~0.1-0.3 GB at 640 px, batch 16), and one decoding thread feeds them all.
 MAX_AUTO_STREAMS = 4
 CPU_BATCH, ACCELERATOR_BATCH = 4, 16
+CPU_BATCH_EXPORTED = 2  # onnx/openvino runtimes on a CPU
 
 
 def usable_cpus() -> int:
@@ -34,14 +35,15 @@ def usable_cpus() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def plan_streams(device: str, streams: int = 0, threads: int = 0, runtime: str = "torch") -> tuple[int, int]:
+def plan_streams(device: str, streams: int = 0, threads: int = 0) -> tuple[int, int]:
     """``(streams, threads per stream)`` for a run.
 
     ``threads``: CPU threads in total (0: every usable CPU). ``streams``: concurrent
     inference streams (0: auto). Auto is one stream on an accelerator (batching is what helps
     there), and on a CPU one single-threaded stream per core up to `MAX_AUTO_STREAMS`, the rest of
-    the threads shared out between them. ``runtime``: the detector's network runtime
-    (`detect.runtimes`): its threads per stream are intra-op threads of that runtime.
+    the threads shared out between them. The same plan serves every network runtime
+    (`detect.runtimes`; measured in bench/RESULTS.md): threads per stream are that runtime's
+    intra-op threads.
     """
     if streams < 0 or threads < 0:
         raise ValueError(f"streams and threads must be >= 0, got streams={streams}, threads={threads}")
@@ -51,15 +53,19 @@ def plan_streams(device: str, streams: int = 0, threads: int = 0, runtime: str =
     return streams, max(1, total // streams)
 
 
-def plan_batch(device: str, batch: int = 0) -> int:
-    """Keyframes per forward pass: ``batch``, or with 0 (auto) 16 on an accelerator and 4 on a CPU.
+def plan_batch(device: str, batch: int = 0, runtime: str = "torch") -> int:
+    """Keyframes per forward pass: ``batch``, or with 0 (auto) 16 on an accelerator, and on a CPU
+    4 for the torch runtime and `CPU_BATCH_EXPORTED` for onnx/openvino.
 
-    On a CPU a single-threaded yolov8n forward costs least per image at batch 2-8 (bench/RESULTS.md),
-    and small batches leave the streams evenly loaded at the end of a run.
+    On a CPU a single-threaded yolov8n forward costs least per image at batch 2-8 in torch, at
+    batch 1-2 in ONNX Runtime and OpenVINO (bench/RESULTS.md), and small batches leave the
+    streams evenly loaded at the end of a run.
     """
     if batch < 0:
         raise ValueError(f"--batch must be >= 0 (0: auto), got {batch}")
-    return batch or (CPU_BATCH if str(device).startswith("cpu") else ACCELERATOR_BATCH)
+    if not str(device).startswith("cpu"):
+        return batch or ACCELERATOR_BATCH
+    return batch or (CPU_BATCH if runtime == "torch" else CPU_BATCH_EXPORTED)
 
 
 def _set_thread_torch_threads(count: int) -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from detect import proposals, runtimes
 from detect.detector import PersonDetector
-from detect.runtimes import RuntimeUnavailableError, check_runtime, export_onnx
-from detect.streams import plan_streams
+from detect.runtimes import RuntimeUnavailableError, check_runtime, export_onnx, resolve_runtime
+from detect.streams import plan_batch
 
 needs_onnx = pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="onnx not installed")
 
@@ -47,6 +47,20 @@ def test_export_is_cached_and_never_redone(coco_weights, export_cache, monkeypat
     monkeypatch.setattr("ultralytics.engine.model.Model.export", no_export)
     assert export_onnx(coco_weights, export_cache, imgsz=320) == path
     assert path.stat().st_mtime_ns == stamp
+
+
+def test_default_cache_is_beside_the_weights(tmp_path, monkeypatch):
+    weights = tmp_path / "models" / "det.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"not really weights")
+    monkeypatch.delenv(runtimes.CACHE_ENV, raising=False)
+    assert runtimes.default_cache_dir(weights) == weights.parent.resolve()
+    monkeypatch.setattr(runtimes.os, "access", lambda path, mode: False)      # a read-only model folder
+    assert runtimes.default_cache_dir(weights) == Path.home() / ".cache" / "stad" / "detector_exports"
+    monkeypatch.setenv(runtimes.CACHE_ENV, str(tmp_path / "elsewhere"))
+    assert runtimes.default_cache_dir(weights) == tmp_path / "elsewhere"
+    assert runtimes.onnx_export_path(weights, tmp_path).name.startswith(
+        f"det-{runtimes.weights_digest(weights)[:16]}-ul")
 
 
 @needs_onnx
@@ -109,7 +123,7 @@ def test_cli_runtime_onnx_writes_the_torch_proposals(tmp_path, coco_weights, exp
 def test_unknown_runtime_is_a_clear_error(coco_weights):
     with pytest.raises(ValueError, match=r"unknown detector runtime 'onxx' \(did you mean 'onnx'\?\)"):
         check_runtime("onxx")
-    with pytest.raises(ValueError, match="choose one of torch, onnx, openvino"):
+    with pytest.raises(ValueError, match="choose one of torch, onnx, openvino or auto"):
         PersonDetector(coco_weights, runtime="tensorrt")
     with pytest.raises(SystemExit):
         proposals.parse_args(["--weights", "w.pt", "--source", "s", "--out", "o.pkl", "--runtime", "tflite"])
@@ -132,13 +146,24 @@ def test_network_runtimes_are_cpu_only(coco_weights, tmp_path):
         PersonDetector(coco_weights, runtime="onnx", device="cuda:0", export_cache=tmp_path)
 
 
-def test_plan_streams_per_runtime():
-    for runtime in runtimes.RUNTIMES:
-        assert plan_streams("cpu", 1, 2, runtime) == (1, 2)     # an explicit plan is kept
-        assert plan_streams("cpu", 2, 2, runtime) == (2, 1)
-        streams, threads = plan_streams("cpu", 0, 2, runtime)
-        assert streams * threads == 2
+def test_plan_batch_per_runtime():
+    assert plan_batch("cpu") == plan_batch("cpu", 0, "torch") == 4
+    assert plan_batch("cpu", 0, "onnx") == plan_batch("cpu", 0, "openvino") == 2
+    assert plan_batch("cpu", 3, "onnx") == 3 and plan_batch("cuda:0", 0, "torch") == 16
 
+
+def test_auto_runtime(coco_weights, export_cache, monkeypatch):
+    assert resolve_runtime("auto", "cuda:0") == "torch"
+    assert resolve_runtime("auto", "cpu", end2end=True) == "torch"      # NMS-free heads stay on torch
+    assert resolve_runtime("openvino", "cpu") == "openvino"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    assert resolve_runtime("auto", "cpu") == "torch"                    # not installed: torch, no error
+    monkeypatch.undo()
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert resolve_runtime("auto", "cpu") == runtimes.AUTO_CPU_RUNTIME == "onnx"
+        assert PersonDetector(coco_weights, imgsz=160, runtime="auto", export_cache=export_cache).runtime == "onnx"
 
 OFFLINE_SCRIPT = r'''
 import json, socket, subprocess, sys, urllib.request
