@@ -49,7 +49,7 @@ from stad.data.dataset import ClipDataset, ClipSample  # noqa: E402
 from stad.data.toy import generate  # noqa: E402
 from stad.data.transforms import default_transform, render_frames  # noqa: E402
 from stad.data.transforms import Normalization  # noqa: E402
-from stad.data.threads import resolve_decode_threads  # noqa: E402
+from stad.data.threads import prefetch, resolve_decode_threads  # noqa: E402
 from stad.data.video import decode_jpeg_bytes, read_file, resize_frame  # noqa: E402
 
 MEAN, STD = 0.45, 0.225
@@ -114,10 +114,23 @@ def measure(make_loader: Callable[[], DataLoader], warm: bool = False) -> tuple[
     return seen / wall, (cpu_seconds() - cpu) / seen * 1e3
 
 
-def loader(dataset, order, workers: int, fast: bool, persistent: bool = False) -> Callable[[], DataLoader]:
-    return lambda: DataLoader(dataset, batch_size=BATCH, sampler=order, num_workers=workers,
-                              collate_fn=collate_clips if fast else None,
-                              pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0)
+def loader(dataset, order, workers: int, fast: bool, persistent: bool = False,
+           background: bool = False) -> Callable[[], DataLoader]:
+    """``background``: the (main-process) loader runs in a `prefetch` thread, 2 batches ahead."""
+    def make() -> DataLoader:
+        made = DataLoader(dataset, batch_size=BATCH, sampler=order, num_workers=workers,
+                          collate_fn=collate_clips if fast else None,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0)
+        return _Prefetched(made) if background else made
+    return make
+
+
+class _Prefetched:
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self):
+        return prefetch(self.loader, depth=2)
 
 
 class Stages:
@@ -237,6 +250,7 @@ def main() -> None:
             "baseline, 2 workers": loader(base, sequential, 2, False),
             "ClipDataset, main process, inline": loader(fast, sequential, 0, True),
             f"ClipDataset, main process, {auto} decode threads": loader(threaded, sequential, 0, True),
+            f"ClipDataset, main, {auto} decode threads + prefetch": loader(threaded, sequential, 0, True, background=True),
             "ClipDataset, 2 workers (inline in each)": loader(threaded, sequential, 2, True),
             f"ClipDataset, main, {auto} threads, sequential reuse": loader(reusing, sequential, 0, True),
         }

@@ -11,9 +11,10 @@ discarded and rebuilt; a pickled pool (spawned workers) travels without its thre
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -129,3 +130,59 @@ def _run_share(fn: Callable[[T], R], share: Sequence[T]) -> list[R]:
         return [fn(x) for x in share]
     finally:
         _LOCAL.in_share = False
+
+
+PREFETCH_THREAD_NAME = "stad-prefetch"
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetch(iterable: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Yield the items of ``iterable``, produced ``depth`` items ahead by a background thread.
+
+    For a DataLoader without worker processes: its batches (decode threads included) are built
+    while the caller consumes the previous one - normalisation, the model - which mostly runs
+    without the GIL. An error raised while producing is re-raised in the caller at that item;
+    leaving the loop early (``break``, an exception, ``close()``) stops and joins the thread.
+    """
+    if depth < 1:
+        raise ValueError(f"prefetch depth must be >= 1, got {depth!r}")
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(value: object) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(value, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in iterable:
+                if not put(item):
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            put(_Failure(error))
+            return
+        put(_DONE)
+
+    thread = threading.Thread(target=produce, name=PREFETCH_THREAD_NAME, daemon=True)
+    thread.start()
+    try:
+        while True:
+            value = buffer.get()
+            if value is _DONE:
+                return
+            if isinstance(value, _Failure):
+                raise value.error
+            yield value
+    finally:
+        stop.set()
+        thread.join()

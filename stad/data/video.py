@@ -143,7 +143,7 @@ class FrameFolderSource(_ThreadedSource):
     the previous one (clips longer than the keyframe interval) instead of decoding them again.
     """
 
-    RECENT_VIDEOS = 2
+    RECENT_VIDEOS = 2  # videos whose last clip is kept (0: none; the benchmark's no-reuse rows)
 
     def __init__(self, root: str | Path, cache_mb: float = 0.0, decode_threads: int | None = 1) -> None:
         if not cache_mb >= 0:

@@ -295,3 +295,44 @@ def test_build_dataset_passes_decode_threads(tmp_path, toy):
     ds = build_dataset(cfg, cfg.val, train=False)
     assert ds.source.decode_threads == 2 and ds.source.pool.threads == 2
     ds.close()
+
+
+def test_prefetch_yields_in_order_reraises_and_stops_early(toy):
+    from stad.data.threads import PREFETCH_THREAD_NAME, prefetch
+
+    def alive() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == PREFETCH_THREAD_NAME]
+
+    assert list(prefetch(range(7), depth=2)) == list(range(7))
+
+    def failing():
+        yield 1
+        raise OSError("frame 9 missing")
+
+    seen = []
+    with pytest.raises(OSError, match="frame 9 missing"):
+        for x in prefetch(failing()):
+            seen.append(x)
+    assert seen == [1] and not alive()
+    produced = []
+
+    def endless():
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    for x in prefetch(endless(), depth=3):
+        if x == 2:
+            break
+    assert not alive() and len(produced) <= 2 + 1 + 3 + 1  # stopped within the queue depth
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        next(prefetch([1], depth=0))
+    ds = ClipDataset(toy / "annotations" / "val.pkl", frames_root=toy / "frames", clip_len=4, frame_stride=2,
+                     transform=default_transform(64), decode_threads=2)
+    loader = DataLoader(ds, batch_size=2, collate_fn=collate_clips)
+    background = [b.clips for b in prefetch(loader)]
+    foreground = [b.clips for b in loader]
+    assert len(background) == len(foreground) and all(torch.equal(a, b) for a, b in zip(background, foreground))
+    ds.close()
