@@ -1,8 +1,10 @@
-"""A small per-process thread pool that decodes a clip's frames on several cores.
+"""Threads that load clips on several cores inside one process.
 
-libjpeg-turbo (simplejpeg), ``cv2.imdecode``, ``cv2.resize`` and ``os.read`` release the GIL, so a
-clip's 8-32 JPEG decodes run in parallel threads of the main process - no DataLoader worker
-processes, no shared-memory transport of the decoded clip.
+libjpeg-turbo (simplejpeg), ``cv2.imdecode``, ``cv2.resize``, ``cv2.split`` and ``os.read`` release
+the GIL, so the clips of a batch (or the frames of one clip) are built in parallel threads of the
+process that reads them - no DataLoader worker processes, no shared-memory transport of the decoded
+clips. `ClipThreadPool` runs the shares of one batch; `prefetch` runs a whole main-process loader
+in a background thread, a few batches ahead of the consumer.
 
 The pool is created on first use **in each process**: an executor inherited through ``fork`` (a
 DataLoader worker) has no live threads and would block forever, so a pool seen from another pid is
