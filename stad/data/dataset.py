@@ -182,11 +182,25 @@ class ClipDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> list[ClipSample]:
         """The samples of a batch (DataLoader's fetcher calls this): with decode threads, each
         thread builds a run of consecutive clips (decode, resize, crop, planes) - one hand-off per
-        batch; a single clip spreads its frames over the threads instead. The random draws are made
-        first, in order, so the samples equal ``[self[i] for i in indices]``."""
+        batch. A single clip, or clips that share frames with the one before (a sequential pass:
+        the source reuses those frames), are built one after the other with each clip's frames
+        spread over the threads instead. The random draws are made first, in order, so the samples
+        equal ``[self[i] for i in indices]``."""
         _limit_threads_in_workers(self.source)
         jobs = [(int(i), _draw_seed()) for i in indices]
+        if getattr(self.source, "reuses_previous_clip", False) and self._overlapping([i for i, _ in jobs]):
+            return [self._sample(*job) for job in jobs]
         return self.source.pool.map(self._sample_job, jobs, contiguous=True)
+
+    def _overlapping(self, indices: list[int]) -> bool:
+        """Whether some clip of the batch shares at least a quarter of its frames with the previous
+        clip of the batch (same video): then building them in order lets the source reuse those."""
+        for a, b in zip(indices, indices[1:]):
+            if a != b and self.keyframes[a].video == self.keyframes[b].video:
+                shared = np.intersect1d(self.frame_numbers(a), self.frame_numbers(b)).size
+                if shared and shared >= self.clip_len / 4:
+                    return True
+        return False
 
     def _sample_job(self, job: tuple[int, int]) -> ClipSample:
         return self._sample(*job)

@@ -170,6 +170,11 @@ class FrameFolderSource(_ThreadedSource):
         self.__dict__.update(state)
         self._cache_lock = threading.Lock()
 
+    @property
+    def reuses_previous_clip(self) -> bool:
+        """Whether the next clip of a video reuses the frames it shares with the last one."""
+        return not self.cache_bytes_max and self.RECENT_VIDEOS > 0
+
     def close(self) -> None:
         """Stop the decode threads (they restart on the next read) and drop the kept clips."""
         if self._pool is not None:
@@ -365,6 +370,8 @@ class VideoFileSource(_ThreadedSource):
         self.__dict__.update(state)
         self._lock, self._decode_lock = threading.Lock(), threading.Lock()
         _VIDEO_SOURCES.add(self)
+
+    reuses_previous_clip = True  # and an open decoder continues forward: clips in order beat clips in parallel
 
     def close(self) -> None:
         """Close the open decoders and stop the conversion threads (both restart on the next read)."""

@@ -257,6 +257,12 @@ def test_sequential_pass_reuses_shared_frames(toy, monkeypatch):
     assert {f for _, f in loads} == set(ds.frame_numbers(second).tolist()) - shared
     fresh = ClipDataset(ann, frames_root=frames, decode_threads=0, **kwargs)
     assert torch.equal(clip, fresh[second].pixels)
+    # a DataLoader batch of overlapping clips is built in order (frames on the threads): full reuse
+    ds.source.close()
+    loads.clear()
+    batch = ds.__getitems__([first, second])
+    assert len(loads) == len(set(ds.frame_numbers(first).tolist()) | set(ds.frame_numbers(second).tolist()))
+    assert torch.equal(batch[1].pixels, clip)
     ds.close()
 
 
