@@ -14,7 +14,8 @@ batch once (a sum), as training would, for every path.
 Cold = first pass, nothing decoded kept (the JPEG files are in the OS page cache for every path).
 ClipDataset rows: ``inline`` decodes a clip's frames one after the other (``decode_threads=0``), ``N decode
 threads`` on a per-process thread pool (``decode_threads=None`` = auto = min(4, CPUs); inline inside
-DataLoader workers). These rows do not reuse frames shared by consecutive clips (as in shuffled
+DataLoader workers); ``+ prefetch`` iterates that loader in a background thread (`stad.data.threads.
+prefetch`), 2 batches ahead of the consumer. These rows do not reuse frames shared by consecutive clips (as in shuffled
 training); the ``sequential reuse`` row keeps each video's previous clip, as a sequential evaluation
 pass does by default (it pays when the clip spans more frames than the keyframe interval: try
 ``--clip-len 32``).
