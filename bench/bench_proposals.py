@@ -91,6 +91,9 @@ def main() -> int:
     parser.add_argument("--plans", default="auto", choices=("auto", "all"),
                         help="ours: the CLI's automatic stream plan per runtime, or every plan (1 x N and N x 1)")
     parser.add_argument("--export-cache", help="folder of cached onnx exports (default: beside the weights)")
+    parser.add_argument("--reference-threads", type=int, nargs="+",
+                        help="torch thread counts of the reference rows (default: --threads and ultralytics' own; "
+                             "the headline needs both)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--append", help="append a section to this markdown file")
     args = parser.parse_args()
@@ -101,7 +104,7 @@ def main() -> int:
     source = FrameFolderSource(args.frames)
     detector = PersonDetector(args.weights, imgsz=args.imgsz, conf=args.conf)
     ways = {f"reference, {t} thread(s)": reference_way(detector, source, t, args.threads)
-            for t in sorted({args.threads, ULTRALYTICS_THREADS}, reverse=True)}
+            for t in sorted(set(args.reference_threads or (args.threads, ULTRALYTICS_THREADS)), reverse=True)}
     for runtime in args.runtimes:
         for (streams, per_stream), batch in itertools.product(
                 stream_plans(args), dict.fromkeys(plan_batch("cpu", b, runtime) for b in args.batch)):

@@ -210,6 +210,10 @@ class OpenVinoNetwork:
                        # replicas and other processes share the cores: do not pin threads to them
                        "ENABLE_CPU_PINNING": False}
         self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        # pybind11 sets up its numpy bindings on first use under a once-flag that waits without
+        # releasing the GIL: two stream threads getting there together deadlock (seen with
+        # openvino 2026.4). Do it here, in the thread that builds the replicas.
+        openvino.Tensor(np.zeros((1,), np.float32)).data
 
     def _request_for(self, shape: tuple[int, ...]) -> Any:
         if shape in self._compiled:

@@ -219,3 +219,38 @@ def test_export_and_runtimes_never_touch_the_network_or_pip(tmp_path):
     assert report["attempts"] == [], report["attempts"]
     assert len(set(report["counts"].values())) == 1, report["counts"]   # same box count on every runtime
     assert len(report["cached"]) == (1 if wanted else 0) and all(n.endswith(".onnx") for n in report["cached"])
+
+
+RACE_SCRIPT = r'''
+import sys, threading
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from detect.runtimes import OpenVinoNetwork
+networks = [OpenVinoNetwork(sys.argv[2], 1) for _ in range(4)]
+images = np.zeros((1, 3, 64, 64), np.float32)
+for network in networks:
+    network._request_for(images.shape)      # compiled beforehand: the threads meet at their first infer
+barrier = threading.Barrier(len(networks))
+def first_infer(network):
+    barrier.wait()
+    network(images)
+threads = [threading.Thread(target=first_infer, args=(n,)) for n in networks]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print("all streams ran")
+'''
+
+
+@needs_onnx
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
+def test_openvino_streams_starting_together_do_not_deadlock(coco_weights, export_cache, tmp_path):
+    """Regression: 2 of 3 fresh processes hung here before OpenVinoNetwork set up pybind11's numpy
+    bindings in the constructing thread."""
+    path = export_onnx(coco_weights, export_cache)
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", RACE_SCRIPT, str(root), str(path)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("all streams ran")
