@@ -139,7 +139,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--fast", action="store_true", help="smoke run: small data, 2 epochs (mAPs meaningless)")
     parser.add_argument("--size", choices=("tiny", "small", "default", "large"),
-                        help="toy data size (default: 'default', or 'small' with --fast)")
+                        help="toy data size (default: 'large', or 'small' with --fast)")
     parser.add_argument("--nproc", type=int, default=2, help="training/inference processes (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="toy data seed")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the toy data even if present")
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_pipeline(pipe: Pipeline, args: argparse.Namespace, out: Path) -> dict:
     toy = out / "data" / "toy"
-    size = args.size or ("small" if args.fast else "default")
+    size = args.size or ("small" if args.fast else "large")
     fast = ["--set", "train.n_epochs=2", "--set", "train.val_freq=2"] if args.fast else []
     extra = fast + [x for o in args.overrides for x in ("--set", o)]
     launch = ["--nproc_per_node", str(args.nproc)]

@@ -85,9 +85,9 @@ def test_multilabel_boxes_and_crowded_keyframes(tmp_path):
 
 
 def test_every_class_in_both_splits_of_the_demo_set():
-    """The 'default' set (what `make demo` trains and evaluates on), labels computed without rendering."""
+    """The 'large' set (what `make demo` trains and evaluates on), labels computed without rendering."""
     counts = {"toy_train": Counter(), "toy_val": Counter()}
-    for script, _, _, shown in _keyframe_actors("default"):
+    for script, _, _, shown in _keyframe_actors("large"):
         counts[script.video.rsplit("_", 1)[0]].update(i for a in shown for i in a.labels)
     for split, counter in counts.items():
         assert set(counter) == set(range(len(CLASSES))), (split, counter)
@@ -215,3 +215,32 @@ def test_decoy_box_shows_exactly_what_the_interacting_box_shows(kind, activities
     label = {name: i for i, (_, name, _) in enumerate(CLASSES)}[RELATIONS[activities[0]].label]
     assert label in visible_actors(pair, t)[0].labels
     assert label not in visible_actors(alone, t)[0].labels
+
+
+def _first_script_with(activity: str, duration: int = 3):
+    from stad.data.toy.render import visible_actors
+    from stad.data.toy.script import plan_split
+
+    for script in plan_split("toy_train", 16, 0, 0, width=320, height=240, fps=30, duration=duration):
+        if any(a.activity == activity for n in range(0, duration * 30, 3) for a in visible_actors(script, n / 30)):
+            return script
+    raise AssertionError(f"no planned video shows {activity!r}")
+
+
+def test_yolo_set_oversamples_frames_with_a_lying_figure(tmp_path):
+    from stad.data.toy.generate import AMBIGUOUS_MIN_VISIBLE, render_video
+    from stad.data.toy.render import visible_actors
+
+    script = _first_script_with("lie")
+    (tmp_path / "yolo" / "images" / "train").mkdir(parents=True)
+    result = render_video(script, tmp_path, "train", write_video=False)
+
+    def lying(n: int) -> bool:
+        return any(a.activity == "lie" and a.visible > AMBIGUOUS_MIN_VISIBLE for a in visible_actors(script, (n - 1) / 30))
+
+    expected = {n for n in range(1, script.num_frames + 1)
+                if (n - 1) % 15 == 0 or ((n - 1) % 3 == 0 and lying(n))}
+    assert {n for n, _ in result.yolo} == expected
+    assert len(expected) > script.num_frames // 15 + 1  # extra frames were sampled
+    images = {p.stem for p in (tmp_path / "yolo" / "images" / "train").glob("*.jpg")}
+    assert images == {f"{script.video}_{n:06d}" for n in expected}
