@@ -366,6 +366,33 @@ def build_untrained_detector(path: str | Path, names: Mapping[int, str], cfg: st
     return path
 
 
+def ultralytics_version() -> str:
+    return configure_offline().__version__
+
+
+def export_onnx_with_ultralytics(weights: str | Path, imgsz: int = 640) -> Path:
+    """ultralytics' own ONNX export of ``weights`` (offline-configured), written beside ``weights``.
+
+    Dynamic batch, height and width (``imgsz`` only sizes the tracing example), onnxslim-simplified,
+    fp32, raw predictions ``[B, 4 + classes, anchors]`` (no NMS in the graph). See `detect.runtimes`.
+    """
+    configure_offline()
+    from ultralytics import YOLO
+    from ultralytics.utils import LOGGER as ULTRALYTICS_LOGGER
+
+    level = ULTRALYTICS_LOGGER.level
+    ULTRALYTICS_LOGGER.setLevel(logging.WARNING)  # the exporter's banner points at online tools
+    try:
+        produced = YOLO(str(weights), task="detect").export(format="onnx", dynamic=True, simplify=True, imgsz=imgsz,
+                                                            batch=1, device="cpu", half=False, nms=False,
+                                                            verbose=False)
+    finally:
+        ULTRALYTICS_LOGGER.setLevel(level)
+    if not produced or not Path(produced).is_file():
+        raise RuntimeError(f"ultralytics' ONNX export of {weights} produced no file (see its log above)")
+    return Path(produced)
+
+
 def load_model_yaml(model: str) -> dict:
     """An ultralytics model yaml (e.g. ``yolov8n.yaml``) as a dict, with its ``scale`` key filled in."""
     configure_offline()

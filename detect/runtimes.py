@@ -5,9 +5,9 @@ network exported once by ultralytics' own exporter to ONNX (dynamic batch, heigh
 every letterbox shape and the last partial batch run without re-export). The export is cached
 (`default_cache_dir`: beside the weights unless told otherwise) under a name keyed by the
 weights' sha256 and the ultralytics version, and written atomically; it is never redone while
-the file is there. ONNX Runtime runs that file; OpenVINO
-reads the same file and compiles it once per input shape, in full fp32 precision (on CPUs with
-bf16 support its default is bf16, which moves boxes by pixels).
+the file is there. ONNX Runtime runs that file; OpenVINO reads the same file and compiles it once
+per input shape, in full fp32 precision (on CPUs with bf16 support its default is bf16, which
+moves boxes by pixels). Ultralytics itself is only touched through `detect.detector`.
 
 Only the network moves to another runtime: letterboxing, NMS and box scaling stay the ultralytics
 code the torch path uses, so boxes match the torch runtime up to float rounding.
@@ -114,10 +114,10 @@ def onnx_export_path(weights: str | Path, cache_dir: str | Path) -> Path:
 
     The export has dynamic batch, height and width, so neither imgsz nor batch size is part of the key.
     """
-    import ultralytics
+    from detect.detector import ultralytics_version
 
     weights = Path(weights)
-    return Path(cache_dir) / f"{weights.stem}-{weights_digest(weights)[:16]}-ul{ultralytics.__version__}-dynamic.onnx"
+    return Path(cache_dir) / f"{weights.stem}-{weights_digest(weights)[:16]}-ul{ultralytics_version()}-dynamic.onnx"
 
 
 def export_onnx(weights: str | Path, cache_dir: str | Path | None = None, imgsz: int = 640) -> Path:
@@ -127,7 +127,7 @@ def export_onnx(weights: str | Path, cache_dir: str | Path | None = None, imgsz:
     temporary folder inside ``cache_dir``; the result is renamed into place (atomic: a reader sees
     the whole file or none). ``imgsz`` only sizes the tracing example (the axes are dynamic).
     """
-    from detect.detector import configure_offline
+    from detect.detector import export_onnx_with_ultralytics
 
     for module in ("onnx", "onnxslim"):
         if importlib.util.find_spec(module) is None:
@@ -137,26 +137,12 @@ def export_onnx(weights: str | Path, cache_dir: str | Path | None = None, imgsz:
     if target.is_file():
         LOGGER.info("using the cached ONNX export %s", target)
         return target
-    configure_offline()
-    from ultralytics import YOLO
-    from ultralytics.utils import LOGGER as ULTRALYTICS_LOGGER
-
     target.parent.mkdir(parents=True, exist_ok=True)
     LOGGER.info("exporting %s to ONNX (once; cached as %s)", weights, target)
-    level = ULTRALYTICS_LOGGER.level
-    ULTRALYTICS_LOGGER.setLevel(logging.WARNING)  # the exporter's banner suggests online tools
-    try:
-        with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as scratch:
-            copy = Path(scratch) / Path(weights).name
-            shutil.copyfile(weights, copy)
-            produced = YOLO(str(copy), task="detect").export(format="onnx", dynamic=True, simplify=True,
-                                                             imgsz=imgsz, batch=1, device="cpu", half=False,
-                                                             nms=False, verbose=False)
-            if not produced or not Path(produced).is_file():
-                raise RuntimeError(f"ultralytics' ONNX export of {weights} produced no file (see its log above)")
-            os.replace(produced, target)
-    finally:
-        ULTRALYTICS_LOGGER.setLevel(level)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as scratch:
+        copy = Path(scratch) / Path(weights).name
+        shutil.copyfile(weights, copy)
+        os.replace(export_onnx_with_ultralytics(copy, imgsz), target)
     return target
 
 
