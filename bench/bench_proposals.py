@@ -11,7 +11,7 @@ thread) instead of the CLI's automatic plan only.
     .venv/bin/python -m stad.data.toy --out /tmp/toyp --seed 0
     .venv/bin/python bench/bench_proposals.py --weights checkpoints/toy_person_yolov8n.pt \\
         --frames /tmp/toyp/frames --annotations /tmp/toyp/train.csv /tmp/toyp/val.csv --dataset toy \\
-        --imgsz 640 --runtimes torch onnx openvino --plans all --append bench/RESULTS.md
+        --imgsz 640 --append bench/RESULTS.md      # [--plans all] [--batch 1 2 4] [--runtimes torch onnx]
 
 Both ways get the whole machine: ``--threads`` (default: every usable CPU) torch threads for the
 reference's one stream, and the same total split over ours' streams. The reference also runs with
@@ -86,8 +86,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads in total, for both ways (0: every usable CPU)")
     parser.add_argument("--streams", type=int, default=0, help="ours: inference streams (0: auto, as the CLI)")
-    parser.add_argument("--runtimes", nargs="+", default=["torch"], choices=RUNTIMES,
-                        help="ours: network runtimes to run, a row each (default: torch)")
+    parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES,
+                        help="ours: network runtimes to run, a row each (default: all three; the CLI's default "
+                             "on a CPU, auto, is onnx)")
     parser.add_argument("--plans", default="auto", choices=("auto", "all"),
                         help="ours: the CLI's automatic stream plan per runtime, or every plan (1 x N and N x 1)")
     parser.add_argument("--export-cache", help="folder of cached onnx exports (default: beside the weights)")
