@@ -5,6 +5,8 @@
 
 Only the keyframes named by ``--annotations`` (or every N-th frame of a plain video with ``--every``)
 are decoded. Decoding and letterboxing run in a background thread while the model runs on batches.
+On a CPU the network runs on ONNX Runtime by default (``--runtime auto``; an ONNX export of the
+weights is made once and cached, see detect/runtimes.py); ``--runtime torch`` keeps PyTorch.
 """
 from __future__ import annotations
 
