@@ -88,7 +88,7 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=0, help="ours: inference streams (0: auto, as the CLI)")
     parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES,
                         help="ours: network runtimes to run, a row each (default: all three; the CLI's default "
-                             "on a CPU, auto, is onnx)")
+                             "on a CPU, auto, is openvino)")
     parser.add_argument("--plans", default="auto", choices=("auto", "all"),
                         help="ours: the CLI's automatic stream plan per runtime, or every plan (1 x N and N x 1)")
     parser.add_argument("--export-cache", help="folder of cached onnx exports (default: beside the weights)")

@@ -150,7 +150,7 @@ class PersonDetector:
         person_class: class index or name overriding the lookup by name (see `resolve_person_class`).
         runtime: "torch" (default), or "onnx" / "openvino" to run the network on ONNX Runtime or
             OpenVINO (CPU only; exported once to ``export_cache``, see `detect.runtimes`), or
-            "auto" (onnx on a CPU when installed, else torch; see `detect.runtimes.resolve_runtime`).
+            "auto" (openvino or onnx on a CPU when installed, else torch; `detect.runtimes.resolve_runtime`).
         runtime_threads: threads of the onnx/openvino network (torch threads are set by the caller).
         export_cache: folder of cached exports (default: `detect.runtimes.default_cache_dir`).
     """

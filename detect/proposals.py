@@ -5,7 +5,7 @@
 
 Only the keyframes named by ``--annotations`` (or every N-th frame of a plain video with ``--every``)
 are decoded. Decoding and letterboxing run in a background thread while the model runs on batches.
-On a CPU the network runs on ONNX Runtime by default (``--runtime auto``; an ONNX export of the
+On a CPU the network runs on OpenVINO by default (``--runtime auto``; an ONNX export of the
 weights is made once and cached, see detect/runtimes.py); ``--runtime torch`` keeps PyTorch.
 """
 from __future__ import annotations
@@ -164,7 +164,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES),
                         help="network runtime: torch, or onnx (ONNX Runtime) / openvino on an ONNX export made once "
                              "by ultralytics' exporter and cached (CPU only; same boxes up to fp rounding); "
-                             "auto (default): onnx on a CPU when installed, else torch")
+                             "auto (default): openvino, else onnx, on a CPU when installed; torch otherwise")
     parser.add_argument("--export-cache", help=f"folder of cached exports (default: ${CACHE_ENV}, else the "
                                                "weights' folder, else ~/.cache/stad/detector_exports)")
     parser.add_argument("--no-progress", action="store_true")

@@ -155,15 +155,22 @@ def test_plan_batch_per_runtime():
 def test_auto_runtime(coco_weights, export_cache, monkeypatch):
     assert resolve_runtime("auto", "cuda:0") == "torch"
     assert resolve_runtime("auto", "cpu", end2end=True) == "torch"      # NMS-free heads stay on torch
-    assert resolve_runtime("openvino", "cpu") == "openvino"
+    assert resolve_runtime("onnx", "cpu") == "onnx"
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
-    assert resolve_runtime("auto", "cpu") == "torch"                    # not installed: torch, no error
+
+    def without(*missing):
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name in missing else real_find_spec(name, *a))
+
+    without("openvino")
+    assert resolve_runtime("auto", "cpu") == "onnx"                     # the next one installed
+    without("openvino", "onnxruntime")
+    assert resolve_runtime("auto", "cpu") == "torch"                    # none installed: torch, no error
     monkeypatch.undo()
-    if importlib.util.find_spec("onnxruntime") is not None:
-        assert resolve_runtime("auto", "cpu") == runtimes.AUTO_CPU_RUNTIME == "onnx"
-        assert PersonDetector(coco_weights, imgsz=160, runtime="auto", export_cache=export_cache).runtime == "onnx"
+    assert runtimes.AUTO_CPU_RUNTIMES == ("openvino", "onnx")
+    if importlib.util.find_spec("openvino") is not None:
+        assert resolve_runtime("auto", "cpu") == "openvino"
+        assert PersonDetector(coco_weights, imgsz=160, runtime="auto", export_cache=export_cache).runtime == "openvino"
 
 OFFLINE_SCRIPT = r'''
 import json, socket, subprocess, sys, urllib.request
