@@ -182,13 +182,16 @@ class ClipDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> list[ClipSample]:
         """The samples of a batch (DataLoader's fetcher calls this): with decode threads, each
         thread builds a run of consecutive clips (decode, resize, crop, planes) - one hand-off per
-        batch. A single clip, or clips that share frames with the one before (a sequential pass:
-        the source reuses those frames), are built one after the other with each clip's frames
-        spread over the threads instead. The random draws are made first, in order, so the samples
+        batch. A single clip, clips that share frames with the one before (a sequential pass:
+        the source reuses those frames) and clips from video files (one decoder per video: clips
+        read in parallel would make it seek back and forth) are built one after the other with
+        each clip's frames spread over the threads instead. The random draws are made first, in order, so the samples
         equal ``[self[i] for i in indices]``."""
         _limit_threads_in_workers(self.source)
         jobs = [(int(i), _draw_seed()) for i in indices]
-        if getattr(self.source, "reuses_previous_clip", False) and self._overlapping([i for i, _ in jobs]):
+        in_order = getattr(self.source, "reads_in_order", False) or (
+            getattr(self.source, "reuses_previous_clip", False) and self._overlapping([i for i, _ in jobs]))
+        if in_order:
             return [self._sample(*job) for job in jobs]
         return self.source.pool.map(self._sample_job, jobs, contiguous=True)
 

@@ -371,7 +371,8 @@ class VideoFileSource(_ThreadedSource):
         self._lock, self._decode_lock = threading.Lock(), threading.Lock()
         _VIDEO_SOURCES.add(self)
 
-    reuses_previous_clip = True  # and an open decoder continues forward: clips in order beat clips in parallel
+    reuses_previous_clip = True
+    reads_in_order = True  # an open decoder continues forward: clips in parallel would make it seek
 
     def close(self) -> None:
         """Close the open decoders and stop the conversion threads (both restart on the next read)."""
