@@ -7,8 +7,6 @@ bounded queue, overlapping it with inference in the caller.
 """
 from __future__ import annotations
 
-import queue
-import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
@@ -17,6 +15,7 @@ import cv2
 import numpy as np
 
 from detect.keyframes import KeyframeRequest
+from stad.data.threads import prefetch as background_prefetch
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v")
 Item = tuple[KeyframeRequest, np.ndarray]
@@ -136,52 +135,11 @@ def open_source(path: str | Path) -> KeyframeSource:
     return FrameFolderSource(path)
 
 
-_DONE = object()
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
 def prefetch(items: Iterable[T], transform: Callable[[T], U], maxsize: int = 32) -> Iterator[U]:
     """Yield ``transform(item)`` for ``items``, computed in a background thread (bounded queue).
 
     Errors raised in the thread are re-raised in the caller; leaving the loop early stops the thread.
     OpenCV decoding/resizing and torch inference release the GIL, so the two really overlap.
+    (`stad.data.threads.prefetch` over a lazy map: the generator runs in the producing thread.)
     """
-    buffer: queue.Queue = queue.Queue(maxsize=maxsize)
-    stop = threading.Event()
-
-    def put(value: object) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(value, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in items:
-                if not put(transform(item)):
-                    return
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer
-            put(_Failure(error))
-            return
-        put(_DONE)
-
-    thread = threading.Thread(target=work, name="keyframe-decoder", daemon=True)
-    thread.start()
-    try:
-        while True:
-            value = buffer.get()
-            if value is _DONE:
-                return
-            if isinstance(value, _Failure):
-                raise value.error
-            yield value
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+    return background_prefetch((transform(item) for item in items), depth=maxsize)
