@@ -76,7 +76,7 @@ class Pipeline:
             handle.write(f"$ {shown}\n")
             handle.flush()
             code = subprocess.run(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                  env={**os.environ, **(env or {})}).returncode
+                                  env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL).returncode
         seconds = time.perf_counter() - start
         self.timings[name] = round(seconds, 1)
         if code != 0:

@@ -197,4 +197,4 @@ def test_format_modules_do_not_import_torch():
     code = ("import sys; import stad.data.formats.ava, stad.data.formats.acar_pkl, stad.data.formats.chaotic_world, "
             "stad.data.formats.multisports, stad.data.convert, stad.data.validate, stad.data.toy; "
             "assert 'torch' not in sys.modules, 'torch imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, stdin=subprocess.DEVNULL)

@@ -70,7 +70,7 @@ def test_predict_and_train_never_touch_the_network(tmp_path):
     env["YOLO_CONFIG_DIR"] = str(tmp_path / "ultralytics_config")   # fresh config dir: no cached font
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(ROOT), str(tmp_path)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["attempts"] == [], report["attempts"]

@@ -220,7 +220,7 @@ def test_export_and_runtimes_never_touch_the_network_or_pip(tmp_path):
     env.pop("CI", None)  # OpenVINO tools skip telemetry on CI: this run must not need that
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, str(root), str(tmp_path), "torch", *wanted],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["attempts"] == [], report["attempts"]
@@ -258,6 +258,6 @@ def test_openvino_streams_starting_together_do_not_deadlock(coco_weights, export
     path = export_onnx(coco_weights, export_cache)
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", RACE_SCRIPT, str(root), str(path)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          timeout=120, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("all streams ran")

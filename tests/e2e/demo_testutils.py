@@ -31,7 +31,7 @@ def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 600) -> s
     """``python <args>`` with the repo importable from any working directory, single-threaded."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "YOLO_OFFLINE": "1", "MPLBACKEND": "Agg"}
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def tiny_model(tmp: Path, labelmap: bool = True) -> tuple[Path, Path]:

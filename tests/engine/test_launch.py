@@ -83,7 +83,7 @@ def test_sigterm_to_launcher_stops_workers(tmp_path):
               f"from {__name__} import _sleep_forever\n"
               f"sys.exit(launch(_sleep_forever, LaunchSpec(nproc_per_node=2, master_port={_free_port()}, "
               f"threads_per_worker=1), ({str(tmp_path)!r},)))\n")
-    parent = subprocess.Popen([sys.executable, "-c", script])
+    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("pid*"))) < 2 and parent.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -33,7 +33,7 @@ NO_RANDOMNESS = [
 def toy(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("toy")
     subprocess.run([sys.executable, "-m", "stad.data.toy", "--out", str(out), "--seed", "0", "--size", "tiny",
-                    "--no-video", "--workers", "1"], check=True, cwd=ROOT, capture_output=True)
+                    "--no-video", "--workers", "1"], check=True, cwd=ROOT, capture_output=True, stdin=subprocess.DEVNULL)
     # an odd number of val keyframes, so 2 ranks get a padded shard
     elements, classes = pickle.loads((out / "annotations" / "val.pkl").read_bytes())
     (out / "annotations" / "val3.pkl").write_bytes(pickle.dumps([elements[:3], classes]))
@@ -68,7 +68,7 @@ def _env() -> dict:
 
 def _main(nproc: int, overrides: list[str], *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(_command(nproc, overrides, *extra), cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"main.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -128,7 +128,7 @@ def test_kill_after_epoch_1_then_resume_matches_uninterrupted(toy, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     _main(2, _data_overrides(toy, full) + common)
     proc = subprocess.Popen(_command(2, _data_overrides(toy, cut) + common), cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, stdin=subprocess.DEVNULL)
     first = cut / "checkpoints" / "ckpt_1.pth"
     deadline = time.monotonic() + 240
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -158,6 +158,6 @@ def test_failing_workers_exit_nonzero_with_error(toy, tmp_path):
 
 def test_unknown_key_is_rejected_with_suggestion(tmp_path):
     proc = subprocess.run([sys.executable, "main.py", "--config", str(TOY_CONFIG), "--set", "train.n_epoch=3"],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2
     assert "unknown key 'train.n_epoch'; did you mean 'train.n_epochs'?" in proc.stderr
