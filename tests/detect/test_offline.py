@@ -12,22 +12,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.detect.offline_testutils import NETWORK_TRAP
+
 ROOT = Path(__file__).resolve().parents[2]
 
-SCRIPT = textwrap.dedent(r'''
-    import json, socket, sys, urllib.request
-    attempts = []
-    def trap(name):
-        def refuse(*args, **kwargs):
-            attempts.append(f"{name}{args[:2]!r}")
-            raise OSError(f"network disabled in this test: {name}")
-        return refuse
-    socket.socket.connect = trap("connect")
-    socket.socket.connect_ex = trap("connect_ex")
-    socket.create_connection = trap("create_connection")
-    socket.getaddrinfo = trap("getaddrinfo")
-    urllib.request.urlopen = trap("urlopen")
-
+SCRIPT = NETWORK_TRAP + textwrap.dedent(r'''
     from pathlib import Path
     import cv2, numpy as np, torch
     torch.set_num_threads(1)

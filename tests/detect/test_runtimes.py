@@ -16,6 +16,7 @@ from detect import proposals, runtimes
 from detect.detector import PersonDetector
 from detect.runtimes import RuntimeUnavailableError, check_runtime, export_onnx, resolve_runtime
 from detect.streams import plan_batch
+from tests.detect.offline_testutils import NETWORK_TRAP, PIP_TRAP
 
 needs_onnx = pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="onnx not installed")
 
@@ -172,29 +173,7 @@ def test_auto_runtime(coco_weights, export_cache, monkeypatch):
         assert resolve_runtime("auto", "cpu") == "openvino"
         assert PersonDetector(coco_weights, imgsz=160, runtime="auto", export_cache=export_cache).runtime == "openvino"
 
-OFFLINE_SCRIPT = r'''
-import json, socket, subprocess, sys, urllib.request
-from pathlib import Path
-attempts = []
-def trap(name):
-    def refuse(*args, **kwargs):
-        attempts.append(f"{name}{args[:2]!r}")
-        raise OSError(f"network disabled in this test: {name}")
-    return refuse
-socket.socket.connect = trap("connect")
-socket.socket.connect_ex = trap("connect_ex")
-socket.create_connection = trap("create_connection")
-socket.getaddrinfo = trap("getaddrinfo")
-urllib.request.urlopen = trap("urlopen")
-real_popen_init = subprocess.Popen.__init__
-def popen(self, args, *a, **k):  # pip/uv installs run as subprocesses
-    words = [str(w) for w in (args if isinstance(args, (list, tuple)) else str(args).split())]
-    if "pip" in words or Path(words[0]).name in ("pip", "pip3", "uv"):
-        attempts.append(f"subprocess {args!r}")
-        raise OSError("package installs disabled in this test")
-    return real_popen_init(self, args, *a, **k)
-subprocess.Popen.__init__ = popen
-
+OFFLINE_SCRIPT = NETWORK_TRAP + PIP_TRAP + r'''
 import torch
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[1])
