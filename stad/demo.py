@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from detect.runtimes import RUNTIMES
 from stad.structures import Boxes, LabelMap
 from stad.visualize import Mp4Writer, Overlay, draw_overlay, overlay_at, save_png, top_actions
 
@@ -384,6 +386,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=0.3, help="min score of printed actions (best always shown)")
     parser.add_argument("--snapshot", help="also save the annotated keyframe showing the most actions as PNG")
     parser.add_argument("--snapshot-scale", type=float, default=1.0, help="enlarge the snapshot (small videos)")
+    parser.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES),
+                        help="detector network runtime, as `detect.proposals --runtime` (auto: openvino, else onnx, "
+                             "on a CPU when installed; torch otherwise)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--no-progress", action="store_true")
@@ -414,7 +419,8 @@ def _box_finder(args: argparse.Namespace, info: VideoInfo) -> tuple[Callable, li
     from detect.detector import PersonDetector
 
     detector = PersonDetector(weights, device=args.device, imgsz=args.imgsz or detector_imgsz(weights),
-                              conf=args.conf, iou=args.iou)
+                              conf=args.conf, iou=args.iou, runtime=args.runtime,
+                              runtime_threads=args.threads or os.cpu_count() or 1)
     LOGGER.info("%s", detector)
     return (lambda plan, frame: detector.detect([frame])[0]), None
 
