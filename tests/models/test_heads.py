@@ -3,6 +3,7 @@ import torch
 
 from stad.models.heads import ACARHead, LinearHead, acar_per_clip_reference
 from stad.models.heads.acar import RelativePosition, conv1x1, pooled_conv
+from stad.models.heads.common import left_right_asymmetry
 from stad.models.neck import RoIBatch, RoINeck
 
 
@@ -26,9 +27,12 @@ def _head(**kw):
 @pytest.mark.parametrize("counts", [(3, 0, 1, 5), (1,), (2, 2), (0, 4, 0)])
 @pytest.mark.parametrize("variant", [dict(), dict(depth=1, mlp_1x1=True), dict(downsample="none", depth=3),
                                      dict(channels_last=False), dict(depth=0), dict(relative_position=True),
-                                     dict(relative_position=True, channels_last=False, depth=1)])
+                                     dict(relative_position=True, channels_last=False, depth=1),
+                                     dict(relative_position=True, position_gate=True)])
 def test_batched_acar_head_equals_per_clip_loop(counts, variant):
     head = _head(**variant)
+    if head.position is not None and head.position.gate is not None:  # zero-initialised: make it matter
+        torch.nn.init.normal_(head.position.gate.weight)
     feats = torch.randn(len(counts), 20, 10, 12)
     rois = RoINeck().eval()(_boxes(counts))
     with torch.no_grad():
@@ -42,10 +46,11 @@ def test_batched_acar_head_equals_per_clip_loop(counts, variant):
 
 
 @pytest.mark.parametrize("train", [False, True])
-@pytest.mark.parametrize("relative_position", [False, True])
-def test_batched_head_gradients_equal_loop_gradients(train, relative_position):
+@pytest.mark.parametrize("position", [dict(), dict(relative_position=True),
+                                      dict(relative_position=True, position_gate=True)])
+def test_batched_head_gradients_equal_loop_gradients(train, position):
     """Eval mode folds the last HR2O conv into the pooling; training mode runs it in full."""
-    head = _head(relation_dropout=0.0, relative_position=relative_position).train(train)
+    head = _head(relation_dropout=0.0, **position).train(train)
     feats = torch.randn(4, 20, 9, 9, requires_grad=True)
     rois = RoINeck().eval()(_boxes((2, 0, 1, 3)))  # a zero-box and a one-box clip
     grads = []
@@ -191,3 +196,27 @@ def test_relative_position_is_off_by_default_so_official_keys_match():
     assert not any(k.startswith("position.") for k in _head().state_dict())
     assert {"position.fc1.weight", "position.fc1.bias", "position.fc2.weight"} <= set(
         _head(relative_position=True).state_dict())
+
+
+def test_left_right_asymmetry_is_negated_by_a_mirror():
+    maps = torch.randn(3, 5, 7, 7)
+    asym = left_right_asymmetry(maps)
+    assert asym.shape == (3, 5)
+    assert torch.equal(asym, maps[..., :3].amax((2, 3)) - maps[..., 4:].amax((2, 3)))  # middle column unused
+    assert torch.equal(left_right_asymmetry(maps.flip(-1)), -asym)
+    assert left_right_asymmetry(torch.zeros(0, 5, 7, 7)).shape == (0, 5)
+
+
+def test_position_gate_starts_as_the_plain_encoding_and_reads_the_facing():
+    torch.manual_seed(0)
+    plain, gated = RelativePosition(8), RelativePosition(8, facing_dim=4)
+    gated.load_state_dict(plain.state_dict(), strict=False)  # the gate itself stays at zero
+    boxes = torch.tensor([[0.2, 0.25, 0.3, 0.75], [0.5, 0.1, 0.7, 0.9]])
+    facing = torch.randn(2, 4)
+    assert torch.equal(gated(boxes, 3, 4, facing=facing), plain(boxes, 3, 4))
+    torch.nn.init.normal_(gated.gate.weight)
+    assert not torch.allclose(gated(boxes, 3, 4, facing=facing), gated(boxes, 3, 4, facing=-facing))
+    with pytest.raises(ValueError, match="facing"):
+        gated(boxes, 3, 4)
+    with pytest.raises(ValueError, match="needs relative_position"):
+        _head(position_gate=True)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 
@@ -13,13 +12,27 @@ def scale_rois(rois: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return rois.detach() * scale
 
 
+def roi_maps(feature_map: torch.Tensor, rois: torch.Tensor, roi_size: int = 7) -> torch.Tensor:
+    """RoIAlign: [B, C, H, W], [N, 5] (clip, normalised x1, y1, x2, y2) -> [N, C, roi_size, roi_size]."""
+    if rois.shape[0] == 0:
+        return feature_map.new_zeros(0, feature_map.shape[1], roi_size, roi_size)
+    height, width = feature_map.shape[-2:]
+    return roi_align(feature_map, scale_rois(rois, height, width), (roi_size, roi_size))
+
+
 def roi_features(feature_map: torch.Tensor, rois: torch.Tensor, roi_size: int = 7) -> torch.Tensor:
     """RoIAlign (roi_size x roi_size) then max over the bins: [B, C, H, W], [N, 5] -> [N, C]."""
-    if rois.shape[0] == 0:
-        return feature_map.new_zeros(0, feature_map.shape[1])
-    height, width = feature_map.shape[-2:]
-    pooled = roi_align(feature_map, scale_rois(rois, height, width), (roi_size, roi_size))
-    return F.adaptive_max_pool2d(pooled, 1).flatten(1)
+    return roi_maps(feature_map, rois, roi_size).amax((2, 3))
+
+
+def left_right_asymmetry(maps: torch.Tensor) -> torch.Tensor:
+    """Max over the left half of each RoI map minus max over the right half: [N, C, s, s] -> [N, C].
+
+    A mirrored clip negates it (up to how mirror-symmetric the features are), so it carries which
+    way an actor faces, which the max over the whole box (:func:`roi_features`) mostly loses.
+    """
+    half = maps.shape[-1] // 2
+    return maps[..., :half].amax((2, 3)) - maps[..., -half:].amax((2, 3))
 
 
 def connect_empty(logits: torch.Tensor, feature_map: torch.Tensor, head: nn.Module) -> torch.Tensor:
