@@ -21,6 +21,8 @@ Optional, not in ACAR-Net (off by default, so official weights load unchanged):
 context position's offset from the actor's box. ACAR-Net's tiled actor feature says nothing about
 *where* the actor is, so "a listener 1.5 heights in front of me" must otherwise be inferred from
 the context features alone; with the offset, one ReLU can gate a context cell on its place.
+``position_gate=True`` also gates that encoding by which way the actor faces (the left-right
+asymmetry of its RoI map), so "in front of me" does not depend on the image's left and right.
 
 :func:`acar_per_clip_reference` keeps ACAR-Net's per-clip loop for tests and benchmarks.
 """
@@ -126,8 +128,9 @@ class RelativePosition(nn.Module):
     units (``1 + gate(facing)``, the gate starting at zero). "In front of me" is the product of
     where I face and which side the cell is on, which a sum of the two cannot express under one
     ReLU; a mirrored clip flips both factors and keeps the product. The max-pooled actor feature
-    is no substitute: on the demo's model a linear probe reads a walker's facing from it at 53%
-    (chance 50%), from the asymmetry at 80% (``scripts/toy_diagnose.py facing --split train``).
+    is no substitute: on the toy demo's model trained without the gate, a linear probe reads a
+    walker's facing from it at 53% (chance 50%), from the asymmetry at 80%
+    (``scripts/toy_diagnose.py facing --split train``).
 
     Args:
         out_channels: C (the ACAR head's hidden_dim).
