@@ -297,7 +297,7 @@ class ACARHead(nn.Module):
         return self._classify(actor, self._relations(x, PaddedLayout(rois.counts, x.device)))
 
     def _facing(self, maps: torch.Tensor) -> torch.Tensor | None:
-        """The position gate's input, [N, s, s] RoI maps -> [N, R], or None without a gate."""
+        """The position gate's input: RoI maps [N, R, s, s] -> [N, R], or None without a gate."""
         gated = self.position is not None and self.position.gate is not None
         return left_right_asymmetry(maps) if gated else None
 
