@@ -16,11 +16,8 @@ venv:
 		echo "$(REQHASH)" > $(STAMP); \
 	else echo "[make venv] .venv is up to date"; fi
 
-# The detector-runtime tests run in a process of their own: in a shared xdist worker that had run the
-# decode-thread tests first, a worker died during them about one run in two (cause not found yet).
 test: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile tests --ignore=tests/detect/test_runtimes.py
-	$(PY) -m pytest -q tests/detect/test_runtimes.py
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 demo: venv
 	$(PY) -m stad.demo_pipeline
