@@ -27,9 +27,11 @@ TINY_SETS = (
 )
 
 
-def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 600,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python <args>`` with the repo importable from any working directory, single-threaded."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "YOLO_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "YOLO_OFFLINE": "1", "MPLBACKEND": "Agg",
+           **(extra_env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 

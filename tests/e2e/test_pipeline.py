@@ -5,6 +5,7 @@ ultralytics itself, 64-px 4-frame clips, one process. Checks each file the pipel
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
 
@@ -43,8 +44,13 @@ def test_demo_pipeline_end_to_end(tmp_path, detector_weights):
             "--detector", str(detector_weights), "--linear-e2e"]
     for item in TINY_SETS:
         args += ["--set", item]
-    result = run_cli(args, timeout=900)
+    exports = tmp_path / "exports"  # the detector's ONNX export goes here, not beside the shipped weights
+    beside_weights = sorted(detector_weights.parent.iterdir())
+    result = run_cli(args, timeout=900, extra_env={"STAD_EXPORT_CACHE": str(exports)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(detector_weights.parent.iterdir()) == beside_weights
+    if importlib.util.find_spec("openvino") or importlib.util.find_spec("onnxruntime"):  # runtime auto exported
+        assert [p.suffix for p in exports.iterdir()] == [".onnx"]
 
     toy = out / "data" / "toy"
     for rel in ("toy_meta.json", "train.csv", "val.csv", "labelmap.pbtxt", "annotations/train.pkl",
