@@ -51,6 +51,8 @@ def test_batched_acar_head_equals_per_clip_loop(counts, variant):
 def test_batched_head_gradients_equal_loop_gradients(train, position):
     """Eval mode folds the last HR2O conv into the pooling; training mode runs it in full."""
     head = _head(relation_dropout=0.0, **position).train(train)
+    if head.position is not None and head.position.gate is not None:  # zero-initialised: make it matter
+        torch.nn.init.normal_(head.position.gate.weight)
     feats = torch.randn(4, 20, 9, 9, requires_grad=True)
     rois = RoINeck().eval()(_boxes((2, 0, 1, 3)))  # a zero-box and a one-box clip
     grads = []
