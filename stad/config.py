@@ -137,9 +137,14 @@ class EvalMapConfig:
     ignore_keys_without_gt: bool = False
 
 
+def _auto_threads() -> Any:
+    """The ``decode_threads`` field: default null (auto); ``auto`` in YAML reads as null."""
+    return field(default=None, metadata={"auto": None})
+
+
 def _check_decode_threads(value: int | None) -> None:
     if value is not None and value < 0:
-        raise ConfigError(f"decode_threads: must be null (auto: min(4, CPU count)), 0 or 1 (decode inline) "
+        raise ConfigError(f"decode_threads: must be auto/null (min(4, CPU count)), 0 or 1 (decode inline) "
                           f"or a thread count > 1, got {value}")
 
 
@@ -162,7 +167,7 @@ class TrainConfig:
     drop_last: bool = True
     min_score: float = 0.0  # drop proposal boxes below this detector score
     cache_mb: float = 0.0  # per-worker LRU of decoded + resized frames (MB; 0 = off): later epochs skip decoding
-    decode_threads: int | None = None  # threads decoding a clip's frames (null = auto: min(4, CPUs); 0/1 = inline)
+    decode_threads: int | None = _auto_threads()  # decode threads (auto/null: min(4, CPUs); 0/1: inline)
 
     def __post_init__(self) -> None:
         _check_decode_threads(self.decode_threads)
@@ -180,7 +185,7 @@ class ValConfig:
     video_root: str | None = None
     min_score: float = 0.0  # drop proposal boxes below this detector score (best box kept)
     cache_mb: float = 0.0  # per-worker LRU of decoded + resized frames (MB; 0 = off)
-    decode_threads: int | None = None  # threads decoding a clip's frames (null = auto: min(4, CPUs); 0/1 = inline)
+    decode_threads: int | None = _auto_threads()  # decode threads (auto/null: min(4, CPUs); 0/1: inline)
 
     def __post_init__(self) -> None:
         _check_decode_threads(self.decode_threads)
@@ -313,7 +318,10 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     kwargs = {}
     for name, spec in fields.items():
         if name in data:
-            kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}")
+            value = data[name]
+            if value == "auto" and "auto" in spec.metadata:  # a field whose automatic choice is spelt otherwise
+                value = spec.metadata["auto"]
+            kwargs[name] = _convert(value, hints[name], f"{prefix}{name}")
         elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required key '{prefix}{name}'")
     try:

@@ -283,7 +283,8 @@ def test_decode_threads_config_keys(tmp_path):
     assert cfg.train.decode_threads is None and cfg.val.decode_threads is None  # auto
     cfg = load_config(path, ["train.decode_threads=0", "val.decode_threads=3"])
     assert cfg.train.decode_threads == 0 and cfg.val.decode_threads == 3
-    with pytest.raises(ConfigError, match=r"train: decode_threads: must be null \(auto"):
+    assert load_config(path, ["train.decode_threads=auto"]).train.decode_threads is None  # "auto" spelt out
+    with pytest.raises(ConfigError, match=r"train: decode_threads: must be auto/null \(min\(4"):
         load_config(path, ["train.decode_threads=-1"])
     with pytest.raises(ConfigError, match=r"val.decode_threads: expected int, got str 'many'"):
         load_config(path, ["val.decode_threads=many"])
