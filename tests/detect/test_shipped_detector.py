@@ -19,7 +19,8 @@ def test_shipped_detector_finds_toy_actors(tmp_path):
     out = tmp_path / "val.pkl"
     assert proposals.main(["--weights", str(WEIGHTS), "--source", str(tmp_path / "toy" / "frames"),
                            "--annotations", str(tmp_path / "toy" / "val.csv"), "--dataset", "toy",
-                           "--imgsz", "320", "--conf", "0.05", "--out", str(out), "--no-progress"]) == 0
+                           "--imgsz", "320", "--conf", "0.05", "--out", str(out), "--no-progress",
+                           "--export-cache", str(tmp_path / "exports")]) == 0  # not beside the shipped weights
     gt = read_gt_boxes(tmp_path / "toy" / "val.csv")
     report = evaluate(read_proposals(out), gt)
     assert report.keyframes == len(gt) and report.gt_boxes > 0
