@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from stad.io_utils import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 DETECTOR = Path("checkpoints/toy_person_yolov8n.pt")
 ACAR_CONFIG = Path("configs/toy/demo_acar.yaml")
@@ -167,55 +169,74 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_pipeline(pipe: Pipeline, args: argparse.Namespace, out: Path) -> dict:
+    """Every stage in order; writes ``pipeline.json`` and the report, returns the metadata."""
     toy = out / "data" / "toy"
     size = args.size or ("small" if args.fast else "large")
-    fast = ["--set", "train.n_epochs=2", "--set", "train.val_freq=2"] if args.fast else []
-    extra = fast + [x for o in args.overrides for x in ("--set", o)]
-    launch = ["--nproc_per_node", str(args.nproc)]
-    single_thread = {"OMP_NUM_THREADS": "1"}
-
     if args.regenerate or not data_is_current(toy, args.seed, size):
         pipe.run("data", ["-m", "stad.data.toy", "--out", toy, "--seed", args.seed, "--size", size])
     else:
         pipe.skip("data", f"{toy} already holds the seed-{args.seed} '{size}' toy set (--regenerate to redo)")
-
     detector = (REPO / args.detector) if not Path(args.detector).is_absolute() else Path(args.detector)
+    proposals = _detect(pipe, detector, toy, out) if detector.is_file() else None
+    runs = _train_and_predict(pipe, args, toy, out, proposals)
+    maps = _evaluate(pipe, runs, toy, out)
+    video = pick_video(toy)
+    _annotate_video(pipe, video, out, toy, detector if detector.is_file() else None)
+    meta = {"timings": pipe.timings, "skipped": pipe.skipped, "commands": pipe.commands, "fast": args.fast,
+            "detector": str(detector) if detector.is_file() else None, "video": str(video),
+            "proposal_min_score": PROPOSAL_MIN_SCORE, "maps": {k: str(v) for k, v in maps.items()},
+            "detector_eval_log": str(pipe.logs / "detector_eval.log") if detector.is_file() else None}
+    atomic_write_text(out / "pipeline.json", json.dumps(meta, indent=2) + "\n")
+    pipe.run("report", ["-m", "stad.report_demo", "--out", out])
+    return meta
+
+
+def _detect(pipe: Pipeline, detector: Path, toy: Path, out: Path) -> Path:
+    """Person proposals for the val keyframes and the detector's own evaluation; returns the pickle."""
     proposals = out / "proposals" / "val_proposals.pkl"
-    if detector.is_file():
-        pipe.run("proposals", ["-m", "detect.proposals", "--weights", detector, "--source", toy / "frames",
-                               "--annotations", toy / "val.csv", "--dataset", "toy", "--imgsz", DETECTOR_IMGSZ,
-                               "--conf", "0.05", "--labelmap", toy / "labelmap.pbtxt", "--threads", "2",
-                               "--out", proposals, "--csv", proposals.with_suffix(".csv"), "--no-progress"])
-        pipe.run("detector_eval", ["-m", "detect.evaluate", "--proposals", proposals, "--gt", toy / "val.csv",
-                                   "--exclude", toy / "val_excluded_timestamps.csv",
-                                   "--json", out / "eval" / "detector.json"])
-    else:
+    pipe.run("proposals", ["-m", "detect.proposals", "--weights", detector, "--source", toy / "frames",
+                           "--annotations", toy / "val.csv", "--dataset", "toy", "--imgsz", DETECTOR_IMGSZ,
+                           "--conf", "0.05", "--labelmap", toy / "labelmap.pbtxt", "--threads", "2",
+                           "--out", proposals, "--csv", proposals.with_suffix(".csv"), "--no-progress"])
+    pipe.run("detector_eval", ["-m", "detect.evaluate", "--proposals", proposals, "--gt", toy / "val.csv",
+                               "--exclude", toy / "val_excluded_timestamps.csv",
+                               "--json", out / "eval" / "detector.json"])
+    return proposals
+
+
+def _train_and_predict(pipe: Pipeline, args: argparse.Namespace, toy: Path, out: Path,
+                       proposals: Path | None) -> dict[str, Path]:
+    """Train the ACAR model and the baselines (each predicts val); returns run name -> result folder."""
+    fast = ["--set", "train.n_epochs=2", "--set", "train.val_freq=2"] if args.fast else []
+    extra = fast + [x for o in args.overrides for x in ("--set", o)]
+
+    def main_py(stage: str, config: Path, result: Path, *sets: str, val_annotations: Path | None = None) -> None:
+        pipe.run(stage, ["main.py", "--config", config, "--nproc_per_node", str(args.nproc),
+                         "--master_port", free_port(), *data_overrides(toy, result, val_annotations), *extra, *sets],
+                 env={"OMP_NUM_THREADS": "1"})
+
+    if proposals is None:
         for stage in ("proposals", "detector_eval", "eval_acar_det"):
-            pipe.skip(stage, f"person detector {detector} is missing: GT boxes only "
+            pipe.skip(stage, f"person detector {args.detector} is missing: GT boxes only "
                              "(train it with scripts/train_toy_detector.sh)")
-
-    acar = out / "acar"
-    pipe.run("train_acar", ["main.py", "--config", ACAR_CONFIG, *launch, "--master_port", free_port(),
-                            *data_overrides(toy, acar), *extra], env=single_thread)
-    checkpoint = acar / "checkpoints" / "last.pth"
-    if detector.is_file():
-        pipe.run("eval_acar_det", ["main.py", "--config", ACAR_CONFIG, *launch, "--master_port", free_port(),
-                                   *data_overrides(toy, out / "acar_det", proposals), *extra,
-                                   "--set", "evaluate=True", "--set", f"resume_path={checkpoint}",
-                                   "--set", f"val.min_score={PROPOSAL_MIN_SCORE}"], env=single_thread)
-    linear = out / "linear"
-    pipe.run("train_linear", ["main.py", "--config", LINEAR_CONFIG, *launch, "--master_port", free_port(),
-                              *data_overrides(toy, linear), *extra, "--set", f"pretrain.path={checkpoint}"],
-             env=single_thread)
-
-    runs = {"acar_gt": acar, "linear_gt": linear}
+    runs = {"acar_gt": out / "acar", "linear_gt": out / "linear"}
+    main_py("train_acar", ACAR_CONFIG, runs["acar_gt"])
+    checkpoint = runs["acar_gt"] / "checkpoints" / "last.pth"
+    if proposals is not None:
+        main_py("eval_acar_det", ACAR_CONFIG, out / "acar_det", "--set", "evaluate=True",
+                "--set", f"resume_path={checkpoint}", "--set", f"val.min_score={PROPOSAL_MIN_SCORE}",
+                val_annotations=proposals)
+    main_py("train_linear", LINEAR_CONFIG, runs["linear_gt"], "--set", f"pretrain.path={checkpoint}")
     if args.linear_e2e:
         runs["linear_e2e_gt"] = out / "linear_e2e"
-        pipe.run("train_linear_e2e", ["main.py", "--config", ACAR_CONFIG, *launch, "--master_port", free_port(),
-                                      *data_overrides(toy, runs["linear_e2e_gt"]), *extra, *LINEAR_E2E_SETS],
-                 env=single_thread)
-    if detector.is_file():
+        main_py("train_linear_e2e", ACAR_CONFIG, runs["linear_e2e_gt"], *LINEAR_E2E_SETS)
+    if proposals is not None:
         runs["acar_det"] = out / "acar_det"
+    return runs
+
+
+def _evaluate(pipe: Pipeline, runs: dict[str, Path], toy: Path, out: Path) -> dict[str, Path]:
+    """The evaluator with the capacity sweep on each run's last predictions; returns name -> JSON."""
     maps = {}
     for name, folder in runs.items():
         predictions = max(folder.glob("predict_epoch*.csv"), key=lambda p: int(p.stem.split("epoch")[-1]))
@@ -224,24 +245,21 @@ def run_pipeline(pipe: Pipeline, args: argparse.Namespace, out: Path) -> dict:
                                  "-d", predictions, "-e", toy / "val_excluded_timestamps.csv",
                                  "--capacities", "1:50,0", "--json", maps[name],
                                  "--plot", maps[name].with_suffix(".png"), "--per-class", "-q"])
+    return maps
 
-    video = pick_video(toy)
-    video_args = ["-m", "stad.demo", "--video", video, "--config", acar / "config.yaml", "--checkpoint", checkpoint,
-                  "--out", out / "demo_video.mp4", "--csv", out / "demo_video.csv",
-                  "--snapshot", out / "demo_frame.png", "--snapshot-scale", "2", "--no-progress"]
-    if detector.is_file():
+
+def _annotate_video(pipe: Pipeline, video: Path, out: Path, toy: Path, detector: Path | None) -> None:
+    """`stad.demo` on one val video with the trained model: detector boxes, else the GT boxes."""
+    acar = out / "acar"
+    video_args = ["-m", "stad.demo", "--video", video, "--config", acar / "config.yaml",
+                  "--checkpoint", acar / "checkpoints" / "last.pth", "--out", out / "demo_video.mp4",
+                  "--csv", out / "demo_video.csv", "--snapshot", out / "demo_frame.png", "--snapshot-scale", "2",
+                  "--no-progress"]
+    if detector is not None:
         video_args += ["--detector", detector, "--imgsz", DETECTOR_IMGSZ]
     else:
         video_args += ["--boxes", toy / "val.csv"]
     pipe.run("video", video_args)
-
-    meta = {"timings": pipe.timings, "skipped": pipe.skipped, "commands": pipe.commands, "fast": args.fast,
-            "detector": str(detector) if detector.is_file() else None, "video": str(video),
-            "proposal_min_score": PROPOSAL_MIN_SCORE, "maps": {k: str(v) for k, v in maps.items()},
-            "detector_eval_log": str(pipe.logs / "detector_eval.log") if detector.is_file() else None}
-    (out / "pipeline.json").write_text(json.dumps(meta, indent=2) + "\n")
-    pipe.run("report", ["-m", "stad.report_demo", "--out", out])
-    return meta
 
 
 def print_summary(meta: dict, out: Path, total: float) -> None:
