@@ -177,11 +177,17 @@ def run_pipeline(pipe: Pipeline, args: argparse.Namespace, out: Path) -> dict:
     else:
         pipe.skip("data", f"{toy} already holds the seed-{args.seed} '{size}' toy set (--regenerate to redo)")
     detector = (REPO / args.detector) if not Path(args.detector).is_absolute() else Path(args.detector)
-    proposals = _detect(pipe, detector, toy, out) if detector.is_file() else None
+    proposals = None
+    if detector.is_file():
+        proposals = _detect(pipe, detector, toy, out)
+    else:
+        for stage in ("proposals", "detector_eval", "eval_acar_det"):
+            pipe.skip(stage, f"person detector {detector} is missing: GT boxes only "
+                             "(train it with scripts/train_toy_detector.sh)")
     runs = _train_and_predict(pipe, args, toy, out, proposals)
     maps = _evaluate(pipe, runs, toy, out)
     video = pick_video(toy)
-    _annotate_video(pipe, video, out, toy, detector if detector.is_file() else None)
+    _annotate_video(pipe, video, runs["acar_gt"], out, toy, detector if detector.is_file() else None)
     meta = {"timings": pipe.timings, "skipped": pipe.skipped, "commands": pipe.commands, "fast": args.fast,
             "detector": str(detector) if detector.is_file() else None, "video": str(video),
             "proposal_min_score": PROPOSAL_MIN_SCORE, "maps": {k: str(v) for k, v in maps.items()},
@@ -215,10 +221,6 @@ def _train_and_predict(pipe: Pipeline, args: argparse.Namespace, toy: Path, out:
                          "--master_port", free_port(), *data_overrides(toy, result, val_annotations), *extra, *sets],
                  env={"OMP_NUM_THREADS": "1"})
 
-    if proposals is None:
-        for stage in ("proposals", "detector_eval", "eval_acar_det"):
-            pipe.skip(stage, f"person detector {args.detector} is missing: GT boxes only "
-                             "(train it with scripts/train_toy_detector.sh)")
     runs = {"acar_gt": out / "acar", "linear_gt": out / "linear"}
     main_py("train_acar", ACAR_CONFIG, runs["acar_gt"])
     checkpoint = runs["acar_gt"] / "checkpoints" / "last.pth"
@@ -248,9 +250,8 @@ def _evaluate(pipe: Pipeline, runs: dict[str, Path], toy: Path, out: Path) -> di
     return maps
 
 
-def _annotate_video(pipe: Pipeline, video: Path, out: Path, toy: Path, detector: Path | None) -> None:
-    """`stad.demo` on one val video with the trained model: detector boxes, else the GT boxes."""
-    acar = out / "acar"
+def _annotate_video(pipe: Pipeline, video: Path, acar: Path, out: Path, toy: Path, detector: Path | None) -> None:
+    """`stad.demo` on one val video with the ACAR run ``acar``'s model: detector boxes, else the GT boxes."""
     video_args = ["-m", "stad.demo", "--video", video, "--config", acar / "config.yaml",
                   "--checkpoint", acar / "checkpoints" / "last.pth", "--out", out / "demo_video.mp4",
                   "--csv", out / "demo_video.csv", "--snapshot", out / "demo_frame.png", "--snapshot-scale", "2",
