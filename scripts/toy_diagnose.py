@@ -74,21 +74,26 @@ def facing_report(data: Path, run: Path, split: str) -> None:
     import torch
 
     from stad.engine.builders import collate
-    from stad.models.heads.common import left_right_asymmetry, roi_maps
+    from stad.models.heads.common import left_right_asymmetry
 
     model, dataset = _load(run, data, split)
     head = model.head
     scripts = toy_scripts(data, split)
     captured: list = []
-    head.register_forward_pre_hook(lambda module, args: captured.append(args))
+    head_facing = head._facing  # the head hands it its actors' RoI maps [N, R, s, s], gated or not
+
+    def capture_maps(maps):
+        captured.append(maps)
+        return head_facing(maps)
+
+    head._facing = capture_maps
     rows: list[tuple[np.ndarray, np.ndarray, int, str, str]] = []
     with torch.no_grad():
         for start in range(0, len(dataset), 8):
             batch = collate([dataset[i] for i in range(start, min(start + 8, len(dataset)))])
             captured.clear()
             model(batch.clips, batch.boxes)
-            feature_map, rois = captured[0]
-            maps = roi_maps(torch.nn.functional.conv2d(feature_map, head.conv_reduce.weight), rois.rois, head.roi_size)
+            maps = captured[0]
             actor, asym = maps.amax((2, 3)).numpy(), left_right_asymmetry(maps).numpy()
             k = 0
             for key, boxes in zip(batch.keys, getattr(batch, "orig_boxes", batch.boxes)):
