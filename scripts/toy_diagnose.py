@@ -15,7 +15,6 @@ Logistic regression fitted on 3/4 of the videos, accuracy on the other 1/4, per 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections import defaultdict
@@ -25,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stad.data.formats.ava import read_predictions_csv  # noqa: E402
 from stad.data.toy.actions import CLASSES, INTERACTION_CLASSES, RELATIONS  # noqa: E402
 from stad.data.toy.generate import ToySize  # noqa: E402
 from stad.data.toy.render import actor_states, visible_actors  # noqa: E402
@@ -51,10 +51,10 @@ def nearest_actor(script: VideoScript, t: float, box: np.ndarray):
 def decoy_report(data: Path, predictions: Path, split: str) -> None:
     scripts = toy_scripts(data, split)
     scores: dict[tuple, dict[int, float]] = defaultdict(dict)
-    with predictions.open(newline="") as handle:
-        for row in csv.reader(handle):
-            key = (row[0], int(row[1]), tuple(round(float(v), 3) for v in row[2:6]))
-            scores[key][int(row[6])] = float(row[7])
+    for row in read_predictions_csv(predictions):  # bad rows: FormatError naming file, line and field
+        if row.video not in scripts:
+            raise SystemExit(f"{predictions}: video {row.video!r} is not in the {split} split of {data}")
+        scores[(row.video, row.timestamp, tuple(round(v, 3) for v in row.box))][row.action_id] = row.score
     figures = [(nearest_actor(scripts[v], float(t), np.array(box)), by_class) for (v, t, box), by_class in scores.items()]
     for name in INTERACTION_CLASSES:
         class_id = next(i for i, n, _ in CLASSES if n == name)  # 1-based, as in the CSV

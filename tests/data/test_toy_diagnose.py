@@ -90,3 +90,21 @@ def test_facing_report_reads_every_val_box(small, tmp_path, capsys):
     for line in lines:
         accuracy, n = re.search(r"accuracy (\d\.\d{3}) \(n=(\d+);", line).groups()
         assert 0.0 <= float(accuracy) <= 1.0 and int(n) == len(boxes)
+
+
+def test_decoys_report_of_no_rows_and_bad_input(small, tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    toy_diagnose.decoy_report(small, empty, "val")
+    assert all(r == (0, "-", 0, 0, "-", 0) for r in _report(capsys).values())
+
+    from stad.data.formats.errors import FormatError
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("toy_val_000,0001,0.1,0.1,0.5,0.9,8,0.5\ntoy_val_000,0001,0.1,0.1,0.5,0.9,talk,0.5\n")
+    with pytest.raises(FormatError, match=r"bad\.csv.*2.*action_id"):
+        toy_diagnose.decoy_report(small, bad, "val")
+    other = tmp_path / "other.csv"
+    other.write_text("toy_train_000,0001,0.1,0.1,0.5,0.9,8,0.5\n")
+    with pytest.raises(SystemExit, match=r"other\.csv: video 'toy_train_000' is not in the val split"):
+        toy_diagnose.decoy_report(small, other, "val")
