@@ -78,6 +78,8 @@ def facing_report(data: Path, run: Path, split: str) -> None:
 
     model, dataset = _load(run, data, split)
     head = model.head
+    if not hasattr(head, "_facing"):
+        raise SystemExit(f"{run}: the model has a {type(head).__name__}, not the ACAR head this probe reads")
     scripts = toy_scripts(data, split)
     captured: list = []
     head_facing = head._facing  # the head hands it its actors' RoI maps [N, R, s, s], gated or not

@@ -108,3 +108,13 @@ def test_decoys_report_of_no_rows_and_bad_input(small, tmp_path, capsys):
     other.write_text("toy_train_000,0001,0.1,0.1,0.5,0.9,8,0.5\n")
     with pytest.raises(SystemExit, match=r"other\.csv: video 'toy_train_000' is not in the val split"):
         toy_diagnose.decoy_report(small, other, "val")
+
+
+def test_facing_report_needs_an_acar_head(small, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from stad.models.heads import LinearHead
+
+    monkeypatch.setattr(toy_diagnose, "_load", lambda run, data, split: (SimpleNamespace(head=LinearHead(8, 11)), []))
+    with pytest.raises(SystemExit, match=r"run: the model has a LinearHead, not the ACAR head"):
+        toy_diagnose.facing_report(small, tmp_path / "run", "val")
