@@ -199,8 +199,7 @@ def test_export_and_runtimes_never_touch_the_network_or_pip(tmp_path):
     env.pop("CI", None)  # OpenVINO tools skip telemetry on CI: this run must not need that
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, str(root), str(tmp_path), "torch", *wanted],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-                          start_new_session=True)
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["attempts"] == [], report["attempts"]
