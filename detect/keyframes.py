@@ -64,13 +64,27 @@ def request_for(video: str, timestamp: int, convention: FrameConvention,
     frame = convention.mid_frame(int(timestamp))
     if frame < 1:
         raise ValueError(f"keyframe ({video}, {timestamp}) maps to frame {frame} < 1 "
-                         f"(first timestamp {convention.first_timestamp}, {convention.fps} fps)")
+                         f"(first timestamp {convention.first_timestamp}, {convention.fps} fps): "
+                         f"{convention_hint(int(timestamp), convention)}")
     seconds = None
     if convention.timestamp_unit == "second":
         seconds = float(timestamp) - video_start
         if seconds < 0:
-            raise ValueError(f"keyframe ({video}, {timestamp}) is before the video start ({video_start} s)")
+            raise ValueError(f"keyframe ({video}, {timestamp}) is before the video start ({video_start} s): "
+                             f"pass --video-start with the time the file's first frame shows (0 for a whole "
+                             f"video, 900 for AVA clips cut at 15 min)")
     return KeyframeRequest(video, int(timestamp), frame, seconds, convention.format_for(video))
+
+
+def convention_hint(timestamp: int, convention: FrameConvention) -> str:
+    """What to try when ``timestamp`` falls before frame 1 under ``convention``: the other
+    conventions that map it to a frame, named as ``--dataset`` values."""
+    fits = [name for name, other in CONVENTIONS.items()
+            if other != convention and other.mid_frame(timestamp) >= 1]
+    hint = "the annotations follow another dataset's frame convention"
+    if fits:
+        hint += f"; pass --dataset {' or '.join(fits)} (now: first timestamp {convention.first_timestamp} s)"
+    return hint + "; for a video file that starts later than its first timestamp, also set --video-start"
 
 
 def _parse_timestamp(text: str, where: str) -> int:

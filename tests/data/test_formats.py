@@ -154,7 +154,8 @@ def _element():
 
 @pytest.mark.parametrize("edit, key, message", [
     (lambda e: e.pop("mid_frame"), "mid_frame", "missing key"),
-    (lambda e: e.update(time="902"), "time", "expected int"),
+    (lambda e: e.update(time="9o2"), "time", "expected an int or a string of digits"),
+    (lambda e: e.update(time=902.5), "time", "expected an int or a string of digits"),
     (lambda e: e.update(mid_frame=200), "mid_frame", "outside the window"),
     (lambda e: e.update(n_frames=0), "n_frames", "empty or negative"),
     (lambda e: e.update(format_str="image.jpg"), "format_str", "not a printf pattern"),
@@ -171,6 +172,17 @@ def test_acar_schema_errors_name_element_and_key(edit, key, message):
         acar_pkl.validate_acar([elements, [{"id": 1}, {"id": 12}, {"id": 80}]], source="x.pkl")
     assert info.value.line == 1 and info.value.field == key
     assert str(info.value).startswith("x.pkl: element 1: field")
+
+
+@pytest.mark.parametrize("time", [902, "902", "0902", np.int64(902)])
+def test_acar_time_as_int_or_digit_string_reads_the_same(tmp_path, time):
+    """ACAR-Net applies str(time) and nothing else, so pickles that store it as text are valid."""
+    element = _element()
+    element["time"] = time
+    path = tmp_path / "t.pkl"
+    path.write_bytes(pickle.dumps([[element], [{"id": 1}, {"id": 12}, {"id": 80}]]))
+    keyframes, _ = acar_pkl.read_acar_pkl(path)
+    assert keyframes[0].timestamp == 902 and isinstance(keyframes[0].timestamp, int)
 
 
 def test_acar_top_level_errors(tmp_path):

@@ -54,5 +54,16 @@ def test_bad_conventions_and_times(tmp_path):
         request_for("v", 902, get_convention("ava"), video_start=950)
     with pytest.raises(ValueError, match="frame-numbered"):
         every_nth_frame("v", 10, 2, "ava")
+
+
+def test_wrong_convention_names_the_dataset_flags():
+    """Toy keyframes (t = 1 s) read with the default AVA convention: the error says what to pass."""
+    with pytest.raises(ValueError) as info:
+        request_for("toy_000", 1, get_convention("ava"))
+    message = str(info.value)
+    assert "maps to frame -26969 < 1" in message
+    assert "--dataset toy or cw or multisports or frames" in message and "--video-start" in message
+    with pytest.raises(ValueError, match="pass --video-start"):
+        request_for("v", 902, get_convention("ava"), video_start=950)
     with pytest.raises(ValueError, match=">= 1"):
         every_nth_frame("v", 10, 0)

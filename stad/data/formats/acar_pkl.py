@@ -43,6 +43,11 @@ def _check_number(value: object, integer: bool) -> bool:
     return isinstance(value, (float, np.floating)) and math.isfinite(float(value))
 
 
+def _is_integer_text(value: object) -> bool:
+    """A keyframe time written as text, e.g. ``"0902"``: ACAR-Net only ever applies ``str(time)``."""
+    return isinstance(value, str) and value.strip().isdigit()
+
+
 def validate_acar(obj: object, num_classes: int | None = None, source: str = "<object>") -> None:
     """Raise `AcarSchemaError` at the first schema violation.
 
@@ -73,9 +78,10 @@ def _validate_element(element: object, index: int, num_classes: int, source: str
             raise AcarSchemaError(source, index, key, "missing key")
         value = element[key]
         ok = isinstance(value, str) if kind is str else isinstance(value, (list, tuple)) if kind is list \
-            else _check_number(value, integer=kind is int)
+            else _check_number(value, integer=kind is int) or (key == "time" and _is_integer_text(value))
         if not ok:
-            raise AcarSchemaError(source, index, key, f"expected {kind.__name__}, got {value!r}")
+            expected = "an int or a string of digits (ACAR writes str(time))" if key == "time" else kind.__name__
+            raise AcarSchemaError(source, index, key, f"expected {expected}, got {value!r}")
     if element["n_frames"] < 1 or element["start_frame"] < 0:
         raise AcarSchemaError(source, index, "n_frames", f"window start={element['start_frame']} "
                               f"n_frames={element['n_frames']} is empty or negative")
@@ -136,7 +142,7 @@ def classes_from_labelmap(labelmap: LabelMap) -> list[dict]:
 
 def element_to_keyframe(element: dict) -> Keyframe:
     """One validated element -> `Keyframe` (scores default to 1.0; person id = first of the list)."""
-    boxes = element["labels"]
+    boxes = element["labels"]  # (time may be an int or a string of digits: validate_acar accepts both)
     xyxy = np.array([b["bounding_box"] for b in boxes], np.float32).reshape(-1, 4)
     scores = np.array([float(b.get("score", 1.0)) for b in boxes], np.float32)
     ids = np.array([int(b["person_id"][0]) if len(b["person_id"]) else -1 for b in boxes], np.int64)
