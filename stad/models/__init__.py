@@ -1,17 +1,20 @@
 """Models of the second stage (imports torch; import explicitly).
 
 Entry points: :func:`build_action_model`, :func:`create_model` / :func:`list_models` (registry),
-:class:`ActionDetector`, the losses in :mod:`stad.models.losses` and the checkpoint filters in
-:mod:`stad.models.checkpoints`. See docs/models.md.
+:class:`ActionDetector`, the losses in :mod:`stad.models.losses`, the checkpoint filters in
+:mod:`stad.models.checkpoints` and the model presets (weights + their preprocessing) in
+:mod:`stad.models.presets`. See docs/models.md.
 """
 from stad.models.registry import create_model, list_models, register_model  # noqa: I001
 from stad.models.detector import ActionDetector, build_action_model, build_backbone
 from stad.models.checkpoints import (filter_acar_detector, filter_acar_head, filter_acar_slowfast,
                                      filter_videomae)
 from stad.models.losses import ExclusiveSoftmaxBCELoss, SigmoidBCELoss, build_loss
+from stad.models.presets import ModelPreset, Preprocessing, get_preset, infer_preset, list_presets
 
 __all__ = [
-    "ActionDetector", "ExclusiveSoftmaxBCELoss", "SigmoidBCELoss", "build_action_model", "build_backbone",
-    "build_loss", "create_model", "filter_acar_detector", "filter_acar_head", "filter_acar_slowfast",
-    "filter_videomae", "list_models", "register_model",
+    "ActionDetector", "ExclusiveSoftmaxBCELoss", "ModelPreset", "Preprocessing", "SigmoidBCELoss",
+    "build_action_model", "build_backbone", "build_loss", "create_model", "filter_acar_detector", "filter_acar_head",
+    "filter_acar_slowfast", "filter_videomae", "get_preset", "infer_preset", "list_models", "list_presets",
+    "register_model",
 ]
