@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from stad.data.formats import acar_pkl, ava, chaotic_world, multisports
+from stad.data.formats.errors import FormatError
 from stad.data.formats.conventions import AVA, CHAOTIC_WORLD, MULTISPORTS, TOY, FrameConvention
 from stad.data.formats.labelmap import read_labelmap, write_labelmap
 from stad.structures import Boxes, Keyframe, KeyframeKey, LabelMap, box_iou
@@ -110,7 +112,7 @@ def multisports_to_ava(gt_path: str | Path, split: str, out_csv: str | Path | No
     With ``proposals`` (``MultiSports_box`` pkl) the pickle holds the detector boxes instead,
     labelled from GT boxes at IoU >= 0.5 (``merge_proposals`` mode ``proposals``).
     """
-    gt = multisports.read_multisports_gt(gt_path)
+    gt = multisports.read_multisports_gt(gt_path, split)
     labelmap = multisports.multisports_labelmap(gt)
     keyframes = multisports.multisports_keyframes(gt, split)
     if out_csv is not None:
@@ -183,8 +185,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI; bad input prints one clear line naming the file (and line/field) and exits 2."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return _run(args)
+    except (FormatError, ValueError, KeyError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "ava2acar":
         n = ava_to_acar(args.csv, args.labelmap, args.out, args.convention, args.proposals, args.mode,
                         args.min_score, args.label_iou, args.unknown_ids, args.exclusions)

@@ -167,6 +167,32 @@ def test_multisports_errors(tmp_path):
         multisports.read_multisports_gt(tmp_path / "gt.pkl")
 
 
+def test_multisports_test_only_gt_converts_the_test_split(tmp_path, capsys):
+    """MMAction2's MultiSports test file holds only labels, test_videos, nframes, gttubes, resolution."""
+    gt = _multisports_gt()
+    del gt["train_videos"]
+    del gt["gttubes"]["basketball/v_AbCd_c003"]
+    (tmp_path / "gt.pkl").write_bytes(pickle.dumps(gt))
+    assert convert.main(["multisports", "--gt", str(tmp_path / "gt.pkl"), "--split", "test",
+                         "--out-csv", str(tmp_path / "test.csv"), "--out-pkl", str(tmp_path / "test.pkl")]) == 0
+    kfs, _ = acar_pkl.read_acar_pkl(tmp_path / "test.pkl")
+    assert [(kf.video, kf.timestamp, kf.labels) for kf in kfs] == [("football/v_Zz_c001", 5, ((0,),))]
+    assert (tmp_path / "test.csv").read_text().startswith("football/v_Zz_c001,0005,")
+    # the train split of that file: one clear line, exit 2, no traceback
+    assert convert.main(["multisports", "--gt", str(tmp_path / "gt.pkl"), "--split", "train",
+                         "--out-csv", str(tmp_path / "train.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "field 'train_videos': missing key" in err and "Traceback" not in err
+    assert not (tmp_path / "train.csv").exists()
+    del gt["test_videos"]
+    (tmp_path / "none.pkl").write_bytes(pickle.dumps(gt))
+    with pytest.raises(FormatError, match="neither video list"):
+        multisports.read_multisports_gt(tmp_path / "none.pkl")
+    assert convert.main(["multisports", "--gt", str(tmp_path / "missing.pkl"), "--split", "test",
+                         "--out-csv", str(tmp_path / "x.csv")]) == 2
+    assert "missing.pkl" in capsys.readouterr().err
+
+
 def test_multisports_proposals(tmp_path):
     gt = _multisports_gt()
     (tmp_path / "gt.pkl").write_bytes(pickle.dumps(gt))

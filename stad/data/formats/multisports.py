@@ -23,17 +23,30 @@ from stad.data.formats.errors import FormatError
 from stad.io_utils import atomic_pickle
 from stad.structures import Boxes, Keyframe, KeyframeKey, LabelMap
 
-REQUIRED_KEYS = ("labels", "gttubes", "nframes", "resolution", "train_videos", "test_videos")
+REQUIRED_KEYS = ("labels", "gttubes", "nframes", "resolution")
+SPLIT_KEYS = {"train": "train_videos", "test": "test_videos", "val": "test_videos"}
 
 
-def read_multisports_gt(path: str | Path) -> dict:
-    """Load and check the GT dict (keys, tube shapes); raises `FormatError` naming video and label."""
+def read_multisports_gt(path: str | Path, split: str | None = None) -> dict:
+    """Load and check the GT dict (keys, tube shapes); raises `FormatError` naming video and label.
+
+    Only the video list of ``split`` is required (MMAction2 ships test-only GT files without
+    ``train_videos``); ``split=None`` requires at least one of the lists.
+    """
     path = Path(path)
-    with open(path, "rb") as handle:
-        gt = pickle.load(handle, encoding="latin1")
+    if not path.is_file():
+        raise FormatError(path, None, None, "no such file")
+    try:
+        with open(path, "rb") as handle:
+            gt = pickle.load(handle, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise FormatError(path, None, None, f"not a readable pickle ({error})") from None
     if not isinstance(gt, dict):
         raise FormatError(path, None, None, f"expected a dict, got {type(gt).__name__}")
-    for key in REQUIRED_KEYS:
+    lists = (_split_key(split),) if split is not None else tuple(k for k in SPLIT_KEYS.values() if k in gt)
+    if not lists:
+        raise FormatError(path, None, "train_videos/test_videos", "missing key: the GT has neither video list")
+    for key in REQUIRED_KEYS + lists:
         if key not in gt:
             hint = " (the key is 'nframes', not 'n_frames')" if key == "nframes" and "n_frames" in gt else ""
             raise FormatError(path, None, key, f"missing key{hint}")
@@ -58,11 +71,18 @@ def multisports_labelmap(gt: dict) -> LabelMap:
 
 def split_videos(gt: dict, split: str) -> list[str]:
     """Videos of ``train`` or ``test`` (``val`` = test, as mmaction2 builds its val CSV)."""
-    key = {"train": "train_videos", "test": "test_videos", "val": "test_videos"}.get(split)
-    if key is None:
-        raise ValueError(f"split must be train, val or test, got {split!r}")
+    key = _split_key(split)
+    if key not in gt:
+        raise KeyError(f"the GT has no {key!r} list for split {split!r} (it has: "
+                       f"{', '.join(k for k in SPLIT_KEYS.values() if k in gt) or 'none'})")
     videos = gt[key]
     return list(videos[0] if videos and isinstance(videos[0], (list, tuple)) else videos)
+
+
+def _split_key(split: str) -> str:
+    if split not in SPLIT_KEYS:
+        raise ValueError(f"split must be train, val or test, got {split!r}")
+    return SPLIT_KEYS[split]
 
 
 def frame_format(video: str) -> str:
