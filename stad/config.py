@@ -220,6 +220,9 @@ class Config:
     cap_step: int = 1
     cudnn: CudnnConfig = CudnnConfig()
     dist: DistConfig = DistConfig()
+    # project key: run weights whose stored/inferred preprocessing differs from this config's (logged as a
+    # WARNING listing the fields); without it such a mismatch is an error (engine.builders.check_preprocessing)
+    preprocessing_override: bool = False
 
     def __post_init__(self) -> None:
         if not self.evaluate and self.train is None:

@@ -168,6 +168,189 @@ def load_initial_weights(model: nn.Module, config: Config, logger: logging.Logge
         logger.info("pretrain: loaded %s (%d keys left at init)", config.pretrain.path, len(missing))
 
 
+# --------------------------------------------------------------------------- presets: weights + preprocessing
+# One comparison of "the config's preprocessing" with "the weights' preprocessing", used by main.py
+# (resume_path / evaluation) and by the demo. See stad.models.presets and docs/engine.md.
+
+# Preprocessing field -> where a config states it (for error messages)
+_PREPROCESSING_KEYS = {
+    "num_classes": "model.head.kwargs.num_classes",
+    "resize": "{split}.augmentation.spatial Scale.resize",
+    "crop": "{split}.augmentation.spatial CenterCrop.size",
+    "norm_value": "{split}.augmentation.spatial ToTensor.norm_value",
+    "mean": "{split}.augmentation.spatial Normalize.mean",
+    "std": "{split}.augmentation.spatial Normalize.std",
+    "clip_len": "{split}.augmentation.temporal (TemporalCenterCrop size // step: frames)",
+    "frame_stride": "{split}.augmentation.temporal TemporalCenterCrop.step",
+    "fps": "frame rate",
+    "activation": "loss (pose softmax or sigmoid)",
+    "exclusive": "loss: pose-softmax class indices",
+    "label_ids": "val.eval_mAP.labelmap (class ids)",
+}
+
+
+def _eval_split(config: Config) -> tuple[str, TrainConfig | ValConfig]:
+    if config.val is not None:
+        return "val", config.val
+    if config.train is None:
+        raise ConfigError("the config has neither a val nor a train section: no preprocessing to read")
+    return "train", config.train
+
+
+def labelmap_from_config(config: Config) -> LabelMap | None:
+    """Output index -> class id/name as a run of ``config`` writes them: the evaluation label map, else the
+    annotation pickle's class table; ``None`` when neither file is there or neither has K classes."""
+    from pathlib import Path
+
+    from stad.data.formats.acar_pkl import labelmap_from_classes, load_acar_object
+    from stad.data.formats.labelmap import read_labelmap
+
+    k = config.num_classes
+    val = config.val
+    if val is not None and val.eval_mAP is not None and Path(val.eval_mAP.labelmap).is_file():
+        table = read_labelmap(val.eval_mAP.labelmap)
+        if len(table) == k:
+            return table
+    for split in (config.val, config.train):
+        if split is not None and split.annotation_path and Path(split.annotation_path).is_file():
+            classes = load_acar_object(split.annotation_path)[1]
+            table = labelmap_from_classes(classes) if classes else None
+            if table is not None and len(table) == k:
+                return table
+    return None
+
+
+def preprocessing_from_config(config: Config, labels: bool = True) -> Any:
+    """The test-time :class:`stad.models.presets.Preprocessing` a config states (val section, else train):
+    its spatial steps, temporal crop, loss activation, class count and (``labels``) label map."""
+    from stad.data import transforms
+    from stad.models.losses import ExclusiveSoftmaxBCELoss
+    from stad.models.presets import Preprocessing
+
+    name, split = _eval_split(config)
+    values: dict[str, Any] = {"resize": None, "crop": None, "norm_value": 255.0, "mean": (0.0, 0.0, 0.0),
+                              "std": (1.0, 1.0, 1.0)}
+    for step in build_transform(split.augmentation, train=False).steps:
+        if isinstance(step, transforms.ShortSideScale) and step.max_ratio is None:
+            values["resize"] = step.size
+        elif isinstance(step, transforms.CenterCrop):
+            values["crop"] = step.size
+        elif isinstance(step, transforms.ToTensor):
+            values["norm_value"] = step.norm_value
+        elif isinstance(step, transforms.Normalize):
+            values.update(mean=step.mean, std=step.std)
+        else:
+            raise ConfigError(f"{name}.augmentation.spatial: test-time step {step} cannot be stated as a preset's "
+                              "preprocessing (Scale, CenterCrop, ToTensor, Normalize)")
+    clip_len, stride = temporal_sampling(split.augmentation)
+    criterion, _ = build_criterion(config)
+    exclusive = tuple(int(i) for i in criterion.exclusive.tolist()) \
+        if isinstance(criterion, ExclusiveSoftmaxBCELoss) else ()
+    table = labelmap_from_config(config) if labels else None
+    try:
+        return Preprocessing(num_classes=config.num_classes, clip_len=clip_len, frame_stride=stride, fps=None,
+                             activation="pose_softmax" if exclusive else "sigmoid", exclusive=exclusive,
+                             label_ids=table.ids if table else (), label_names=table.names if table else (), **values)
+    except ValueError as err:
+        raise ConfigError(f"preprocessing of the config: {err}") from None
+
+
+def preset_from_config(config: Config, name: str = "") -> Any:
+    """A :class:`stad.models.presets.ModelPreset` for a run of ``config``: ``build_action_model`` kwargs and
+    the config's test-time preprocessing. Stored in every checkpoint the engine writes."""
+    from stad.models.presets import ACTION_MODEL, ModelPreset
+
+    return ModelPreset(name, ACTION_MODEL, preprocessing_from_config(config), model_kwargs(config), layout="stad",
+                       description="written by stad.engine from its run config")
+
+
+def transform_from_preprocessing(preprocessing: Any) -> Any:
+    """The data layer's test-time pipeline for a preset's preprocessing (the same code as ``build_transform``)."""
+    from stad.data import transforms
+
+    return transforms.from_acar_spec(preprocessing.spatial_spec(), train=False)
+
+
+def weights_preset(checkpoint: dict, source: str = "weights", required: bool = True) -> tuple[Any, str]:
+    """(preset, how it was found) of a whole-model weight file.
+
+    In order: the preset stored in a checkpoint of ours; a checkpoint of ours written before presets:
+    derived from its stored config; a foreign file: inferred from its key layout
+    (`stad.models.presets.infer_preset`: ACAR-Net model zoo R50 / R101 / linear, CW reference).
+    An unknown layout raises `UnknownLayoutError` listing the known ones, or gives ``(None, reason)``
+    when not ``required``.
+    """
+    from stad.config import config_from_dict
+    from stad.models.presets import UnknownLayoutError, infer_preset
+
+    preset = ckpt.checkpoint_preset(checkpoint)
+    if preset is not None:
+        return preset, f"the preset stored in {source}" + (f" ({preset.name})" if preset.name else "")
+    stored = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    if isinstance(stored, dict):
+        try:
+            return preset_from_config(config_from_dict(stored, f"{source} (stored config)")), \
+                f"the config stored in {source} (a checkpoint written before presets)"
+        except ConfigError as err:
+            if required:
+                raise ConfigError(f"{source}: its stored config no longer loads ({err})") from None
+            return None, f"{source}: its stored config no longer loads ({err})"
+    try:
+        preset, reason = infer_preset(checkpoint)
+    except UnknownLayoutError as err:
+        if required:
+            raise UnknownLayoutError(f"{source}: {err}") from None
+        return None, f"{source}: {err}"
+    return preset, f"{preset.name}, inferred from the key layout of {source} ({reason})"
+
+
+def check_preprocessing(config: Config, preset: Any, reason: str, logger: logging.Logger | None = None) -> list:
+    """Compare the config's test-time preprocessing with the weights' ``preset``.
+
+    A difference (normalisation, resize, clip sampling, activation, class count or ids) is a
+    `ConfigError` naming every differing field with the config's and the weights' values, unless the
+    config sets ``preprocessing_override: true``: then a WARNING lists them and the config wins.
+    Returns the differences ``[(field, config value, weights value)]``.
+    """
+    split, _ = _eval_split(config)
+    diffs = preprocessing_from_config(config).differences(preset.preprocessing)
+    if not diffs:
+        if logger is not None:
+            logger.info("preprocessing of the config matches the weights (%s)", reason)
+        return []
+
+    def show(value: Any) -> str:
+        if isinstance(value, tuple) and len(value) > 6:
+            return f"[{', '.join(map(str, value[:6]))}, ... ({len(value)})]"
+        return str(list(value)) if isinstance(value, tuple) else str(value)
+
+    lines = [f"  {_PREPROCESSING_KEYS.get(f, f).format(split=split)}: config {show(a)} vs weights {show(b)}"
+             for f, a, b in diffs]
+    if getattr(config, "preprocessing_override", False):
+        if logger is not None:
+            logger.warning("preprocessing_override: evaluating with the config's preprocessing, which differs from "
+                           "the weights' (%s) in %d fields:\n%s", reason, len(diffs), "\n".join(lines))
+        return diffs
+    raise ConfigError(f"the config's preprocessing disagrees with the weights' ({reason}):\n" + "\n".join(lines) +
+                      "\nFix the config (the weights' values are right for them), or set "
+                      "`preprocessing_override: true` (or --set preprocessing_override=true) to run anyway")
+
+
+def load_checked_weights(model: nn.Module, checkpoint: dict, config: Config, logger: logging.Logger,
+                         source: str = "weights") -> list[str]:
+    """`check_preprocessing` against the file's preset (`weights_preset`), then `load_weights` strictly.
+
+    A file whose layout is unknown and which stores no preset is loaded unchecked (logged): the strict
+    load still fails on any key mismatch.
+    """
+    preset, reason = weights_preset(checkpoint, source, required=False)
+    if preset is None:
+        logger.warning("%s carries no preset and its layout is not a known one: preprocessing not checked", source)
+    else:
+        check_preprocessing(config, preset, reason, logger)
+    return load_weights(model, checkpoint.get("state_dict", checkpoint), strict=True)
+
+
 # --------------------------------------------------------------------------- loss
 
 

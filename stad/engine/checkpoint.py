@@ -1,10 +1,12 @@
 """Training checkpoints: atomic save every epoch, exact resume, and loading of foreign weights.
 
 A checkpoint is a dict with ACAR-Net's key names (``epoch``, ``state_dict``, ``optimizer``,
-``scheduler``) plus ``scaler``, ``rng`` and ``config``; ``format`` marks files we wrote.
+``scheduler``) plus ``scaler``, ``rng``, ``config`` and ``preset`` (the model and the preprocessing its
+weights expect, `stad.models.presets.ModelPreset.to_dict`); ``format`` marks files we wrote.
 """
 from __future__ import annotations
 
+import logging
 import random
 import re
 from pathlib import Path
@@ -83,9 +85,29 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+def _preset_of_config(config: dict) -> dict | None:
+    """The preset dict of a run config (model kwargs + test-time preprocessing); None if it cannot be stated."""
+    from stad.config import ConfigError, config_from_dict
+    from stad.engine.builders import preset_from_config
+
+    try:
+        return preset_from_config(config_from_dict(config, "<run config>")).to_dict()
+    except (ConfigError, ValueError, KeyError, OSError) as err:
+        logging.getLogger(__name__).warning("checkpoint without a preset: the run config's preprocessing cannot be "
+                                            "stated (%s)", err)
+        return None
+
+
 def save_checkpoint(path: str | Path, *, epoch: int, model: torch.nn.Module, optimizer: Any = None,
-                    scheduler: Any = None, scaler: Any = None, config: dict | None = None) -> Path:
-    """Write everything needed to resume after ``epoch``; atomic (temp file + rename)."""
+                    scheduler: Any = None, scaler: Any = None, config: dict | None = None,
+                    preset: dict | None = None) -> Path:
+    """Write everything needed to resume after ``epoch``; atomic (temp file + rename).
+
+    ``preset`` (a `ModelPreset.to_dict()`) defaults to the one the run ``config`` states
+    (`builders.preset_from_config`): the weights carry their preprocessing, label map and activation.
+    """
+    if preset is None and config is not None:
+        preset = _preset_of_config(config)
     state = {
         "format": FORMAT,
         "epoch": epoch,
@@ -95,6 +117,7 @@ def save_checkpoint(path: str | Path, *, epoch: int, model: torch.nn.Module, opt
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_state(),
         "config": config,
+        "preset": preset,
     }
     with atomic_open(path, "wb") as handle:
         torch.save(state, handle)
@@ -110,6 +133,16 @@ def read_checkpoint(path: str | Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # corrupt / truncated / not a torch file
         raise RuntimeError(f"cannot read checkpoint {path}: {err}") from err
+
+
+def checkpoint_preset(checkpoint: Any) -> Any:
+    """The `stad.models.presets.ModelPreset` stored in a checkpoint (``checkpoint["preset"]``), else None."""
+    stored = checkpoint.get("preset") if isinstance(checkpoint, dict) else None
+    if not stored:
+        return None
+    from stad.models.presets import ModelPreset
+
+    return stored if isinstance(stored, ModelPreset) else ModelPreset.from_dict(stored)
 
 
 def strip_prefix(state_dict: dict, prefix: str = "module.") -> dict:

@@ -123,7 +123,7 @@ def _train_loader(session: Session) -> tuple[DataLoader, DistributedSampler]:
 def _resume(session: Session, path: Path, optimizer: Any, schedule: Any, scaler: Any) -> int:
     """Load a checkpoint; returns the epoch to start from. Foreign (e.g. ACAR) files restore weights only."""
     state = ckpt.read_checkpoint(path)
-    builders.load_weights(session.model, state.get("state_dict", state), strict=True)
+    builders.load_checked_weights(session.model, state, session.config, session.logger, str(path))
     if state.get("format") == ckpt.FORMAT:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
@@ -205,7 +205,8 @@ def run(ctx: DistContext, config: Config, resume: bool = False) -> None:
             epoch = 0
             if path is not None:
                 state = ckpt.read_checkpoint(path)
-                builders.load_weights(session.model, state.get("state_dict", state), strict=True)
+                # the config's preprocessing must match the weights' preset (stored, or inferred from the keys)
+                builders.load_checked_weights(session.model, state, config, session.logger, str(path))
                 epoch = int(state.get("epoch", 0))
                 session.logger.info("evaluating weights from %s", path)
             else:

@@ -1,0 +1,136 @@
+"""Checkpoints carry their preset; a config that disagrees with the weights' preprocessing is an error."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from stad.config import ConfigError, config_to_dict, load_config
+from stad.data.formats.labelmap import write_labelmap
+from stad.data.toy.actions import toy_labelmap
+from stad.engine import builders, checkpoint as ckpt
+from stad.models.presets import ModelPreset, UnknownLayoutError, get_preset
+from tests.models.models_testutils import load_manifest, meta_state_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "configs" / "toy" / "demo_acar.yaml"
+AVA_EVAL = ROOT / "configs" / "ava" / "eval_SLOWFAST_R50_ACAR_HR2O.yaml"
+LOG = logging.getLogger("test.preset")
+R50_NORM = ("val.augmentation.spatial=[{type: Scale, kwargs: {resize: 256}}, {type: ToTensor, kwargs: {norm_value: 255.}},"
+            " {type: Normalize, kwargs: {mean: [0.45, 0.45, 0.45], std: [0.225, 0.225, 0.225]}}]")
+R101_NORM = ("val.augmentation.spatial=[{type: Scale, kwargs: {resize: 256}}, {type: ToTensor, kwargs: {norm_value: 1.}},"
+             " {type: Normalize, kwargs: {mean: [110.63666788, 103.16065604, 96.29023126],"
+             " std: [38.7568578, 37.88248729, 40.02898126]}}]")
+# the toy demo model at a CPU-test size (64x64 clips of 4 frames)
+TINY = ("model.backbone.sub_kwargs.num_frames=4", "model.backbone.sub_kwargs.img_size=64",
+        "val.augmentation.temporal.kwargs.size=16", "train.augmentation.temporal.kwargs.size=16",
+        "val.augmentation.spatial=[{type: Scale, kwargs: {resize: [64, 64]}}, {type: ToTensor, kwargs: {norm_value: 255.}}]")
+
+
+def toy_config(tmp_path: Path, *sets: str):
+    labelmap = tmp_path / "labelmap.pbtxt"
+    write_labelmap(toy_labelmap(), labelmap)
+    return load_config(DEMO, [f"val.eval_mAP.labelmap={labelmap}", *sets])
+
+
+def acar_r50_zoo_file() -> dict:
+    return {"state_dict": meta_state_dict(load_manifest("acar_ava_slowfast_r50_hr2o")), "optimizer": {}}
+
+
+def test_toy_preset_states_what_the_demo_config_says(tmp_path):
+    """The registered toy preset and configs/toy/demo_acar.yaml agree on model and preprocessing."""
+    config = toy_config(tmp_path)
+    preset = get_preset("toy_acar_vitsf_tiny")
+    from_config = builders.preset_from_config(config)
+    assert from_config.preprocessing.differences(preset.preprocessing) == []
+    assert from_config.preprocessing.label_ids == preset.preprocessing.label_ids == tuple(range(1, 12))
+    assert from_config.preprocessing.fps is None  # a config does not state the frame rate
+    assert dict(from_config.model_kwargs) == dict(preset.model_kwargs)
+
+
+def test_saved_checkpoint_carries_its_preset_and_reads_back(tmp_path):
+    config = toy_config(tmp_path, *TINY)
+    model = builders.build_model(config)
+    path = ckpt.save_checkpoint(tmp_path / "ckpt_1.pth", epoch=1, model=model, config=config_to_dict(config))
+    state = ckpt.read_checkpoint(path)
+    assert isinstance(state["preset"], dict)  # plain values: no class needed to unpickle it
+    preset = ckpt.checkpoint_preset(state)
+    assert preset == builders.preset_from_config(config)
+    pre = preset.preprocessing
+    assert (pre.resize, pre.clip_len, pre.frame_stride, pre.norm_value, pre.mean, pre.std) == \
+        ((64, 64), 4, 4, 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    assert (pre.activation, pre.exclusive) == ("pose_softmax", (0, 1, 2))
+    assert pre.label_names == toy_labelmap().names
+    # the preset alone rebuilds the model the weights fit
+    preset.build_model().load_state_dict(state["state_dict"], strict=True)
+    found, reason = builders.weights_preset(state, "ckpt_1.pth")
+    assert found == preset and "stored in ckpt_1.pth" in reason
+
+
+def test_old_checkpoint_without_preset_derives_it_from_its_config(tmp_path):
+    config = toy_config(tmp_path, *TINY)
+    state = {"format": ckpt.FORMAT, "epoch": 3, "state_dict": {}, "config": config_to_dict(config)}
+    preset, reason = builders.weights_preset(state, "old.pth")
+    assert preset.preprocessing == builders.preprocessing_from_config(config)
+    assert "before presets" in reason
+
+
+def test_r50_model_zoo_weights_with_r101_normalisation_is_an_error():
+    """The bug this guards against: ACAR-Net's R50 file evaluated with the R101 config's pixel statistics."""
+    preset, reason = builders.weights_preset(acar_r50_zoo_file(), "AVA_SLOWFAST_R50_ACAR_HR2O.pth.tar")
+    assert preset.name == "acar_slowfast_r50_ava" and "inferred from the key layout" in reason
+    config = load_config(AVA_EVAL, [R101_NORM])
+    with pytest.raises(ConfigError) as info:
+        builders.check_preprocessing(config, preset, reason, LOG)
+    message = str(info.value)
+    assert "val.augmentation.spatial ToTensor.norm_value: config 1.0 vs weights 255.0" in message
+    assert "Normalize.mean: config [110.63666788, 103.16065604, 96.29023126] vs weights [0.45, 0.45, 0.45]" in message
+    assert "Normalize.std" in message and "preprocessing_override" in message
+    assert builders.check_preprocessing(load_config(AVA_EVAL, [R50_NORM]), preset, reason, LOG) == []
+
+
+def test_override_key_runs_anyway_and_logs_the_fields(caplog):
+    preset, reason = builders.weights_preset(acar_r50_zoo_file(), "r50.pth.tar")
+    config = load_config(AVA_EVAL, [R101_NORM, "preprocessing_override=true",
+                                    "val.augmentation.temporal.kwargs.step=4"])
+    with caplog.at_level(logging.WARNING, logger="test.preset"):
+        diffs = builders.check_preprocessing(config, preset, reason, LOG)
+    assert {f for f, _, _ in diffs} == {"norm_value", "mean", "std", "clip_len", "frame_stride"}
+    assert "preprocessing_override" in caplog.text and "TemporalCenterCrop.step: config 4 vs weights 2" in caplog.text
+
+
+def test_activation_and_class_ids_mismatch(tmp_path):
+    config = toy_config(tmp_path, *TINY)
+    preset = builders.preset_from_config(config)
+    sigmoid = toy_config(tmp_path, *TINY, "loss={type: ava_criterion, kwargs: {pose_softmax: False}}")
+    with pytest.raises(ConfigError, match=r"loss \(pose softmax or sigmoid\): config sigmoid vs weights pose_softmax"):
+        builders.check_preprocessing(sigmoid, preset, "test", LOG)
+    other_ids = tmp_path / "other.pbtxt"
+    labels = toy_labelmap()
+    write_labelmap(type(labels)(tuple(i + 100 for i in labels.ids), labels.names), other_ids)
+    with pytest.raises(ConfigError, match=r"val.eval_mAP.labelmap \(class ids\): config \[101, 102"):
+        builders.check_preprocessing(toy_config(tmp_path, *TINY, f"val.eval_mAP.labelmap={other_ids}"), preset,
+                                     "test", LOG)
+
+
+def test_load_checked_weights(tmp_path, caplog):
+    config = toy_config(tmp_path, *TINY)
+    torch.manual_seed(0)
+    model = builders.build_model(config)
+    path = ckpt.save_checkpoint(tmp_path / "ckpt_1.pth", epoch=1, model=model, config=config_to_dict(config))
+    state = ckpt.read_checkpoint(path)
+    fresh = builders.build_model(config)
+    builders.load_checked_weights(fresh, state, config, LOG, str(path))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    strided = toy_config(tmp_path, *TINY, "val.augmentation.temporal.kwargs.step=2")
+    with pytest.raises(ConfigError, match="TemporalCenterCrop.step: config 2 vs weights 4"):
+        builders.load_checked_weights(builders.build_model(strided), state, strided, LOG, str(path))
+    # a bare state dict of ours (no preset, no config): loaded strictly, unchecked, and said so
+    with caplog.at_level(logging.WARNING, logger="test.preset"):
+        builders.load_checked_weights(fresh, {"state_dict": model.state_dict()}, config, LOG, "bare.pth")
+    assert "preprocessing not checked" in caplog.text
+    with pytest.raises(UnknownLayoutError, match="Known layouts: acar_slowfast_r50_ava"):
+        builders.weights_preset({"state_dict": model.state_dict()}, "bare.pth")
+    assert isinstance(ModelPreset.from_dict(state["preset"]), ModelPreset)
