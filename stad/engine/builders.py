@@ -39,8 +39,17 @@ def _jitter_scale(config: Config) -> float:
     neck = dict(config.model.neck.kwargs)
     if neck.pop("multi_class", True) is not True:
         raise ConfigError("model.neck.kwargs.multi_class: only multi-label (True) is supported")
-    jitter = neck.pop("bbox_jitter", None) or {}
-    neck.pop("num_classes", None)
+    jitter = dict(neck.pop("bbox_jitter", None) or {})
+    if sorted(set(jitter) - {"num", "scale"}):
+        raise ConfigError(f"model.neck.kwargs.bbox_jitter: unknown keys {sorted(set(jitter) - {'num', 'scale'})} "
+                          f"(known: num, scale)")
+    if int(jitter.get("num", 1)) != 1:
+        raise ConfigError(f"model.neck.kwargs.bbox_jitter.num: only 1 (one jittered copy of each box, ACAR-Net's "
+                          f"setting) is supported, got {jitter['num']}")
+    classes = neck.pop("num_classes", None)
+    if classes is not None and int(classes) != config.num_classes:
+        raise ConfigError(f"model.neck.kwargs.num_classes is {classes} but model.head.kwargs.num_classes is "
+                          f"{config.num_classes}")
     scale = float(neck.pop("jitter_scale", jitter.get("scale", 0.0)))
     if neck:
         raise ConfigError(f"model.neck.kwargs: unknown keys {sorted(neck)} (known: bbox_jitter, jitter_scale, "
