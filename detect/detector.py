@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from copy import copy, deepcopy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -129,6 +130,100 @@ def resolve_person_class(names: Mapping[int, str] | Sequence[str], requested: in
     if len(table) == 1:
         return next(iter(table))
     raise ValueError(f"cannot tell which class is 'person' among {table}; pass person_class=<index or name>")
+
+
+# --- inference defaults that travel with the weights -------------------------------------------
+# A detector's good settings depend on how it was trained (the toy detector: trained at 320 px, scores
+# modest, so person AP needs a low threshold). They come, in this order, from the command line, a
+# sidecar YAML next to the weights (``<weights stem>.yaml``), the ``train_args`` ultralytics stores in
+# the .pt (imgsz only), and the tool's built-in defaults.
+
+SIDECAR_KEYS = {"imgsz": int, "conf": float, "iou": float, "max_det": int, "demo_conf": float}
+TRAIN_ARGS_KEYS = ("imgsz",)  # train_args' conf/iou are validation settings, not inference defaults
+
+
+def sidecar_path(weights: str | Path) -> Path:
+    """``checkpoints/x.pt`` -> ``checkpoints/x.yaml``."""
+    return Path(weights).with_suffix(".yaml")
+
+
+def read_sidecar(weights: str | Path) -> dict[str, Any]:
+    """The inference defaults in ``<weights stem>.yaml`` ({} without one); unknown keys or bad values are errors."""
+    import yaml
+
+    path = sidecar_path(weights)
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: expected a mapping of detector defaults ({', '.join(SIDECAR_KEYS)})")
+    out = {}
+    for key, value in data.items():
+        if key not in SIDECAR_KEYS:
+            raise ValueError(f"{path}: unknown key {key!r}; known: {', '.join(SIDECAR_KEYS)}")
+        try:
+            out[key] = SIDECAR_KEYS[key](value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: {key}: expected {SIDECAR_KEYS[key].__name__}, got {value!r}") from None
+    return out
+
+
+def read_train_args(weights: str | Path) -> dict[str, Any]:
+    """The training arguments an ultralytics checkpoint keeps (``ckpt['train_args']``); {} if it has none."""
+    configure_offline()  # unpickling the model imports ultralytics
+    import torch
+
+    try:
+        ckpt = torch.load(str(weights), map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - not a torch file: PersonDetector says so when it loads it
+        LOGGER.debug("%s: no readable train_args (%s)", weights, error)
+        return {}
+    args = ckpt.get("train_args") if isinstance(ckpt, Mapping) else None
+    return dict(args) if isinstance(args, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Resolved inference settings and where each came from ("command line", the sidecar file, ...)."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def describe(self) -> str:
+        return ", ".join(f"{k} {v} ({self.sources[k]})" for k, v in self.values.items())
+
+
+def detector_settings(weights: str | Path, explicit: Mapping[str, Any], defaults: Mapping[str, Any],
+                      sidecar_keys: Mapping[str, str] | None = None) -> DetectorSettings:
+    """Settings for ``defaults``' keys: ``explicit`` (not None) > sidecar > ``train_args`` > ``defaults``.
+
+    ``sidecar_keys`` maps a setting to another sidecar key (the demo reads its threshold from
+    ``demo_conf``: boxes it draws and classifies, not proposals for an evaluation).
+    """
+    weights = Path(weights)
+    sidecar = read_sidecar(weights)
+    train_args: dict[str, Any] | None = None
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, default in defaults.items():
+        side_key = (sidecar_keys or {}).get(key, key)
+        if explicit.get(key) is not None:
+            values[key], sources[key] = explicit[key], "command line"
+        elif side_key in sidecar:
+            values[key], sources[key] = sidecar[side_key], f"{sidecar_path(weights).name}: {side_key}"
+        else:
+            if key in TRAIN_ARGS_KEYS and train_args is None:
+                train_args = read_train_args(weights)
+            trained = (train_args or {}).get(key) if key in TRAIN_ARGS_KEYS else None
+            if trained is not None:
+                trained = max(trained) if isinstance(trained, (list, tuple)) else trained  # imgsz [h, w]
+                values[key], sources[key] = type(default)(trained), f"train_args of {weights.name}"
+            else:
+                values[key], sources[key] = default, "default"
+    return DetectorSettings(values, sources)
 
 
 def torch_device(device: str | int) -> str:

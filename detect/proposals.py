@@ -32,6 +32,8 @@ from stad.io_utils import atomic_open
 from stad.structures import Boxes, Keyframe, KeyframeKey, LabelMap
 
 LOGGER = logging.getLogger("detect.proposals")
+# built-in inference defaults; the weights' sidecar / train_args come first (detect.detector.detector_settings)
+DEFAULTS = {"imgsz": 640, "conf": 0.1, "iou": 0.7, "max_det": 100}
 
 
 def _batches(items: Iterable[tuple], batch_size: int) -> Iterator[list[tuple]]:
@@ -148,10 +150,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--csv", help="also write an AVA-style proposal CSV (video,t,x1,y1,x2,y2,,score)")
     parser.add_argument("--dense", help="also write an mmaction2 dense-proposal pickle {'video,%%04d': (N,5)}")
     parser.add_argument("--labelmap", help="pbtxt giving idx_to_class of the pickle (default: empty list)")
-    parser.add_argument("--conf", type=float, default=0.1)
-    parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
-    parser.add_argument("--max-det", type=int, default=100, help="boxes kept per keyframe")
-    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--conf", type=float, help="score threshold (default: the weights' sidecar <stem>.yaml, "
+                                                    f"else {DEFAULTS['conf']})")
+    parser.add_argument("--iou", type=float, help=f"NMS IoU threshold (default: sidecar, else {DEFAULTS['iou']})")
+    parser.add_argument("--max-det", type=int, help=f"boxes kept per keyframe (default: sidecar, else "
+                                                     f"{DEFAULTS['max_det']})")
+    parser.add_argument("--imgsz", type=int, help="inference size (default: the weights' sidecar, else the size "
+                                                  f"ultralytics stored as train_args, else {DEFAULTS['imgsz']})")
     parser.add_argument("--batch", type=int, default=0,
                         help="keyframes per forward pass and stream (0: auto = 4 on CPU with torch, 2 with "
                              "onnx/openvino, 16 on GPU)")
@@ -177,14 +182,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     requests = build_requests(args)
     source = open_source(args.source)
     labelmap = read_labelmap(args.labelmap) if args.labelmap else LabelMap((), ())
-    from detect.detector import PersonDetector, torch_device  # imports ultralytics (offline-configured)
+    from detect.detector import PersonDetector, detector_settings, torch_device  # imports ultralytics (offline)
 
     person_class = args.person_class
     if person_class is not None and person_class.isdigit():
         person_class = int(person_class)
     streams, threads_per_stream = plan_streams(torch_device(args.device), args.streams, args.threads)
-    detector = PersonDetector(args.weights, device=args.device, imgsz=args.imgsz, conf=args.conf, iou=args.iou,
-                              max_det=args.max_det, person_class=person_class, runtime=args.runtime,
+    settings = detector_settings(args.weights, {"imgsz": args.imgsz, "conf": args.conf, "iou": args.iou,
+                                                "max_det": args.max_det}, DEFAULTS)
+    LOGGER.info("detector settings: %s", settings.describe())
+    detector = PersonDetector(args.weights, device=args.device, imgsz=settings["imgsz"], conf=settings["conf"],
+                              iou=settings["iou"], max_det=settings["max_det"], person_class=person_class,
+                              runtime=args.runtime,
                               runtime_threads=threads_per_stream, export_cache=args.export_cache)
     batch = plan_batch(detector.device, args.batch, detector.runtime)
     if streams == 1 and args.threads:
