@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(args.config, args.overrides)
+        from stad.engine.config_check import check_config
+
+        check_config(config)  # every kwargs mapping against its target, before any worker starts
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2

@@ -89,13 +89,30 @@ def _run_worker(ctx_factory: Callable[[], Any], spec: LaunchSpec, fn: WorkerFn, 
     try:
         ctx = ctx_factory()
         fn(ctx, *args)
-    except BaseException:
+    except BaseException as error:
         # record the traceback before tearing down the group: peers fail as soon as it goes
         if error_file is not None:
-            Path(error_file).write_text(traceback.format_exc(), encoding="utf-8")
+            Path(error_file).write_text(_describe(error), encoding="utf-8")
         raise
     finally:
         distributed.destroy()
+
+
+def _describe(error: BaseException) -> str:
+    """What the supervisor prints for a failed rank: the message alone for bad input (config,
+    annotation files: it names the file and key), the traceback for anything else."""
+    from stad.config import ConfigError
+    from stad.data.formats.errors import FormatError
+
+    if isinstance(error, ConfigError):
+        return f"config error: {error}\n"
+    from stad.data.validate import DatasetValidationError
+
+    if isinstance(error, DatasetValidationError):
+        return f"preflight found errors in the data; nothing was trained or evaluated:\n{error}\n"
+    if isinstance(error, FormatError):
+        return f"data error: {error}\n"
+    return traceback.format_exc()
 
 
 def _spawned_worker(local_rank: int, spec: LaunchSpec, fn: WorkerFn, args: tuple, error_file: str) -> None:

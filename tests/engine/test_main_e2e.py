@@ -154,6 +154,8 @@ def test_failing_workers_exit_nonzero_with_error(toy, tmp_path):
     assert proc.returncode != 0
     assert time.monotonic() - start < 120
     assert "worker rank" in proc.stderr and "missing.pkl" in proc.stderr
+    assert "Traceback" not in proc.stderr  # the preflight report, then one line from the launcher
+    assert "preflight found errors in the data" in proc.stderr
 
 
 def test_unknown_key_is_rejected_with_suggestion(tmp_path):
@@ -161,3 +163,13 @@ def test_unknown_key_is_rejected_with_suggestion(tmp_path):
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2
     assert "unknown key 'train.n_epoch'; did you mean 'train.n_epochs'?" in proc.stderr
+
+
+def test_a_kwargs_typo_is_one_config_error_before_any_worker(tmp_path):
+    proc = subprocess.run([sys.executable, "main.py", "--config", str(TOY_CONFIG), "--nproc_per_node", "2",
+                           "--set", "model.head.kwargs.depht=2", "--set", f"result_path={tmp_path / 'r'}"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("config error: unknown key 'model.head.kwargs.depht' (ACARHead does not take it); "
+                                   "did you mean 'model.head.kwargs.depth'?")
+    assert not (tmp_path / "r").exists()  # no worker started, nothing written
