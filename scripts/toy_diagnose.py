@@ -94,7 +94,7 @@ def facing_report(data: Path, run: Path, split: str) -> None:
         for start in range(0, len(dataset), 8):
             batch = collate([dataset[i] for i in range(start, min(start + 8, len(dataset)))])
             captured.clear()
-            model(batch.clips, batch.boxes)
+            model(batch.clips, batch.boxes, sizes=batch.valid_fractions)
             maps = captured[0]
             actor, asym = maps.amax((2, 3)).numpy(), left_right_asymmetry(maps).numpy()
             k = 0

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from stad.data.dataset import ClipSample
+from stad.data.dataset import ClipSample, MultiViewSample
 from stad.data.transforms import Normalization
 
 
@@ -40,8 +40,11 @@ class ClipBatch:
         orig_boxes: per clip ``[N_i, 4]`` normalised xyxy in the original frame (write these out).
         orig_sizes: ``(height, width)`` of each original video frame.
         norm: normalisation still to apply to ``pixels`` (None: ``pixels`` is final).
+        sizes: ``(height, width)`` of each clip before padding (None: no clip is padded).
         clips (property): float ``[B, 3, T, H, W]`` normalised RGB, computed on first access on
-            ``pixels``' device - after ``.to(device)`` the uint8 batch is moved and normalised there.
+            ``pixels``' device - after ``.to(device)`` the uint8 batch is moved and normalised there;
+            the padded region of each clip is exactly 0 after normalisation (ACAR-Net's ``batch_pad``).
+        valid_fractions (property): the model's ``sizes`` argument, see there.
     """
 
     pixels: torch.Tensor
@@ -53,6 +56,7 @@ class ClipBatch:
     orig_boxes: list[torch.Tensor]
     orig_sizes: list[tuple[int, int]]
     norm: Normalization | None = None
+    sizes: list[tuple[int, int]] | None = None
 
     @property
     def clips(self) -> torch.Tensor:
@@ -60,9 +64,21 @@ class ClipBatch:
             return self.pixels
         cached = self.__dict__.get("_clips")
         if cached is None:
-            cached = self.norm.apply(self.pixels)
+            cached = _zero_padding(self.norm.apply(self.pixels), self.sizes)
             object.__setattr__(self, "_clips", cached)
         return cached
+
+    @property
+    def valid_fractions(self) -> list[tuple[float, float]] | None:
+        """Per clip ``(height, width)`` before padding as fractions of the padded tensor, computed as
+        ACAR-Net does (``1 / (padded / original)``), or None when no clip is padded: pass it to the
+        model as ``sizes``."""
+        if self.sizes is None:
+            return None
+        height, width = self.pixels.shape[-2:]
+        if all((h, w) == (height, width) for h, w in self.sizes):
+            return None
+        return [(1.0 / (height / h), 1.0 / (width / w)) for h, w in self.sizes]
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -99,7 +115,7 @@ class ClipBatch:
     def __reduce__(self) -> tuple:
         """Pickle per-clip tensor lists as concatenated numpy arrays + counts (see module doc)."""
         lists = {name: _pack(getattr(self, name)) for name in _PER_CLIP}
-        return _unpack_batch, (self.pixels, lists, self.num_boxes, self.keys, self.orig_sizes, self.norm)
+        return _unpack_batch, (self.pixels, lists, self.num_boxes, self.keys, self.orig_sizes, self.norm, self.sizes)
 
 
 _PER_CLIP = ("boxes", "targets", "box_scores", "person_ids", "orig_boxes")
@@ -123,9 +139,22 @@ def _unpack(packed: object, counts: list[int]) -> list[torch.Tensor]:
 
 
 def _unpack_batch(pixels: torch.Tensor, lists: dict, counts: list[int], keys: list, orig_sizes: list,
-                  norm: Normalization | None) -> ClipBatch:
-    return ClipBatch(pixels=pixels, keys=keys, orig_sizes=orig_sizes, norm=norm,
+                  norm: Normalization | None, sizes: list | None = None) -> ClipBatch:
+    return ClipBatch(pixels=pixels, keys=keys, orig_sizes=orig_sizes, norm=norm, sizes=sizes,
                      **{name: _unpack(lists[name], counts) for name in _PER_CLIP})
+
+
+def _zero_padding(clips: torch.Tensor, sizes: list[tuple[int, int]] | None) -> torch.Tensor:
+    """Set each clip's padded region (right of ``w``, below ``h``) of ``[B, 3, T, H, W]`` to 0, in place."""
+    if sizes is None:
+        return clips
+    height, width = clips.shape[-2:]
+    for i, (h, w) in enumerate(sizes):
+        if h < height:
+            clips[i, ..., h:, :] = 0
+        if w < width:
+            clips[i, ..., w:] = 0
+    return clips
 
 
 def _pad_to(clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -166,16 +195,60 @@ def _stack(clips: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def collate_clips(samples: Sequence[ClipSample]) -> ClipBatch:
-    """Stack clips and keep per-clip box lists.
+@dataclass(frozen=True)
+class MultiViewBatch:
+    """B keyframes through V test-time views (ACAR-Net's multi-view evaluation).
+
+    Attributes:
+        views: one `ClipBatch` per view, each padded on its own (as ACAR-Net's multi-crop loader);
+            every view holds all the keyframes' boxes, in the same order.
+        keep: per view, per clip bool ``[N_i]`` numpy: the box is scored in that view.
+    The keyframe-level fields (``keys``, ``boxes``, ``orig_boxes``, ``targets``, ...) are view 0's.
+    """
+
+    views: tuple[ClipBatch, ...]
+    keep: tuple[list[np.ndarray], ...]
+
+    def __len__(self) -> int:
+        return len(self.views[0])
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("keys", "boxes", "orig_boxes", "targets", "box_scores", "person_ids", "orig_sizes",
+                    "num_boxes", "flat_targets"):
+            return getattr(self.views[0], name)
+        raise AttributeError(name)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "MultiViewBatch":
+        return MultiViewBatch(tuple(v.to(device, non_blocking) for v in self.views), self.keep)
+
+    def pin_memory(self) -> "MultiViewBatch":
+        return MultiViewBatch(tuple(v.pin_memory() for v in self.views), self.keep)
+
+
+def collate_views(samples: Sequence[MultiViewSample]) -> MultiViewBatch:
+    """`MultiViewSample`s (same number of views) -> one `MultiViewBatch`: view by view `collate_clips`."""
+    counts = {len(s.views) for s in samples}
+    if len(counts) != 1:
+        raise ValueError(f"collate_views: samples have different numbers of views {sorted(counts)}")
+    views = tuple(collate_clips([s.views[v] for s in samples]) for v in range(counts.pop()))
+    keep = tuple([np.asarray(s.keep[v], bool) for s in samples] for v in range(len(views)))
+    return MultiViewBatch(views, keep)
+
+
+def collate_clips(samples: Sequence[ClipSample | MultiViewSample]) -> ClipBatch | MultiViewBatch:
+    """Stack clips and keep per-clip box lists (`MultiViewSample`s: `collate_views`).
 
     Clips of different spatial size (videos of different aspect ratio after a short-side scale)
-    are zero-padded at the bottom/right to the largest; their boxes are rescaled so they stay
-    normalised to the padded tensor (ACAR's ``pad_ratios``, folded into the boxes). Padding is
-    done before normalisation: padded pixels are black.
+    are padded at the bottom/right to the largest; their boxes are rescaled so they stay
+    normalised to the padded tensor (ACAR's ``pad_ratios``, folded into the boxes). The uint8
+    pixels are padded with 0 and ``ClipBatch.clips`` sets the padded region to 0 again after
+    normalisation, so the model sees ACAR-Net's ``batch_pad`` (normalise, then pad with 0). Each
+    clip's size before padding is kept in ``ClipBatch.sizes``.
     """
     if not samples:
         raise ValueError("collate_clips: empty batch")
+    if isinstance(samples[0], MultiViewSample):
+        return collate_views(samples)  # type: ignore[arg-type]
     if len({(tuple(s.pixels.shape[:2]), s.pixels.dtype, s.norm) for s in samples}) != 1:
         raise ValueError("collate_clips: clips differ in channels/length/dtype/normalisation: "
                          f"{[(tuple(s.pixels.shape), s.pixels.dtype) for s in samples]}")
@@ -190,4 +263,4 @@ def collate_clips(samples: Sequence[ClipSample]) -> ClipBatch:
                      targets=[s.targets for s in samples], box_scores=[s.box_scores for s in samples],
                      keys=[s.key for s in samples], person_ids=[s.person_ids for s in samples],
                      orig_boxes=[s.orig_boxes for s in samples], orig_sizes=[s.orig_size for s in samples],
-                     norm=samples[0].norm)
+                     norm=samples[0].norm, sizes=[(int(s.pixels.shape[-2]), int(s.pixels.shape[-1])) for s in samples])

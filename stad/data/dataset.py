@@ -5,6 +5,9 @@ num_classes)[i]`` -> `ClipSample`: a clip of ``clip_len`` frames, ``frame_stride
 the keyframe's ``mid_frame`` (``mid + stride * (i - T // 2)``, clamped to the video's frames), the
 keyframe's boxes mapped through the same geometric transform as the pixels, multi-hot targets and
 the boxes' detector scores. The pickle may hold ground truth or detector proposals.
+
+With several test-time ``views`` (ACAR-Net's multi-view evaluation, `stad.data.transforms.acar_views`)
+each index gives one `MultiViewSample`: the keyframe's clip through every view, decoded once.
 """
 from __future__ import annotations
 
@@ -70,6 +73,39 @@ class ClipSample:
         return self.boxes * self.boxes.new_tensor([w, h, w, h])
 
 
+@dataclass(frozen=True)
+class MultiViewSample:
+    """One keyframe through several deterministic test-time views (one dataset index, so a sampler
+    neither loses nor duplicates views).
+
+    Attributes:
+        views: one `ClipSample` per view, each with ALL the keyframe's ``N`` boxes (mapped into the
+            view, clipped to it), in the keyframe's order.
+        keep: per view bool ``[N]``: the box is scored in that view - ACAR-Net's neck rule, its area
+            inside the view's crop is above ``threshold`` x its area.
+    """
+
+    views: tuple[ClipSample, ...]
+    keep: tuple[np.ndarray, ...]
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.views[0].key
+
+
+def kept_in_view(boxes: np.ndarray, geometry: object, threshold: float = 0.0) -> np.ndarray:
+    """ACAR-Net's ``get_bbox_after_aug`` test: normalised source boxes ``[N, 4]`` -> bool ``[N]``, True
+    where the area inside the view's crop (in the source frame) exceeds ``threshold`` x the area."""
+    g = geometry
+    rw, rh = g.resize  # type: ignore[attr-defined]
+    crop = np.array([g.x0 / rw, g.y0 / rh, (g.x0 + g.out[0]) / rw, (g.y0 + g.out[1]) / rh])  # type: ignore
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    left, right = (np.clip(b[:, i], crop[0], crop[2]) for i in (0, 2))
+    top, bottom = (np.clip(b[:, i], crop[1], crop[3]) for i in (1, 3))
+    area = (b[:, 3] - b[:, 1]) * (b[:, 2] - b[:, 0])
+    return (bottom - top) * (right - left) > area * threshold
+
+
 _WORKER_SETUP_DONE = False
 
 
@@ -127,13 +163,18 @@ class ClipDataset(Dataset):
         decode_threads: threads of the reading process that decode (and resize) a clip's frames in
             parallel (the decoders release the GIL): None = auto = min(4, cpu count), inline inside
             DataLoader workers; 0 or 1 = inline. Same pixels either way. Call `close` to stop them.
+        views: test-time views (`stad.data.transforms.acar_views`); with two or more, each index is a
+            `MultiViewSample` (``transform`` is then ignored); one view is the same as ``transform``.
+        view_threshold: ACAR-Net's ``aug_threshold`` for views (0: a box is scored in every view in
+            which some of it is visible).
     """
 
     def __init__(self, annotation_path: str | Path, frames_root: str | Path | None = None,
                  video_root: str | Path | None = None, clip_len: int = 16, frame_stride: int = 2,
                  transform: Compose | None = None, num_classes: int | None = None, min_score: float = 0.0,
                  min_visible: float = 0.0, video_frame_offset: int = 0, cache_videos: int = 0,
-                 cache_mb: float = 0.0, fast_decode: bool = True, decode_threads: int | None = None) -> None:
+                 cache_mb: float = 0.0, fast_decode: bool = True, decode_threads: int | None = None,
+                 views: Sequence[Compose] | None = None, view_threshold: float = 0.0) -> None:
         keyframes, labelmap = read_acar_pkl(annotation_path, num_classes)
         self.annotation_path = Path(annotation_path)
         self.labelmap: LabelMap = labelmap
@@ -146,6 +187,10 @@ class ClipDataset(Dataset):
         self.from_video = frames_root is None
         self.clip_len, self.frame_stride = int(clip_len), int(frame_stride)
         self.transform = transform if transform is not None else Compose((ToTensor(255.0),))
+        self.views = tuple(views) if views is not None and len(views) > 1 else None
+        if views is not None and len(views) >= 1:
+            self.transform = views[0]
+        self.view_threshold = float(view_threshold)
         self.min_visible = float(min_visible)
         self.video_frame_offset = int(video_frame_offset)
         self.fast_decode = fast_decode
@@ -208,7 +253,9 @@ class ClipDataset(Dataset):
     def _sample_job(self, job: tuple[int, int]) -> ClipSample:
         return self._sample(*job)
 
-    def _sample(self, index: int, seed: int) -> ClipSample:
+    def _sample(self, index: int, seed: int) -> ClipSample | MultiViewSample:
+        if self.views is not None:
+            return self._sample_views(index)
         kf = self.keyframes[index]
         frames = self.frame_numbers(index)
         height, width = self.source.frame_size(kf.video, kf.format_str, int(frames[len(frames) // 2]))
@@ -225,6 +272,26 @@ class ClipDataset(Dataset):
                           box_scores=torch.from_numpy(kf.boxes.scores[keep].copy()), key=kf.key,
                           person_ids=torch.from_numpy(kf.boxes.ids[keep].copy()), orig_size=(int(height), int(width)),
                           orig_boxes=torch.from_numpy(kf.boxes.xyxy[keep].copy()))
+
+    def _sample_views(self, index: int) -> MultiViewSample:
+        """Every view of keyframe ``index`` from one decode of its frames (at the finest DCT reduction
+        any view allows), each view resizing and cutting its own copy."""
+        kf = self.keyframes[index]
+        frames = self.frame_numbers(index)
+        height, width = self.source.frame_size(kf.video, kf.format_str, int(frames[len(frames) // 2]))
+        recipes = [view.sample(height, width, np.random.default_rng(0)) for view in self.views]  # deterministic
+        reduction = (min(r.geometry.decode_reduction() for r in recipes)
+                     if self.fast_decode and not self.from_video else 1)
+        pixels = self.source.read_frames(kf.video, kf.format_str, frames, reduction)
+        targets = torch.from_numpy(kf.multi_hot(self.num_classes))
+        samples = tuple(ClipSample(
+            pixels=recipe.render_uint8(pixels), norm=recipe.normalization,
+            boxes=torch.from_numpy(recipe.map_boxes(kf.boxes.xyxy)), targets=targets,
+            box_scores=torch.from_numpy(kf.boxes.scores.copy()), key=kf.key,
+            person_ids=torch.from_numpy(kf.boxes.ids.copy()), orig_size=(int(height), int(width)),
+            orig_boxes=torch.from_numpy(kf.boxes.xyxy.copy())) for recipe in recipes)
+        keep = tuple(kept_in_view(kf.boxes.xyxy, r.geometry, self.view_threshold) for r in recipes)
+        return MultiViewSample(samples, keep)
 
     def _visible(self, kf: Keyframe, recipe: object) -> np.ndarray:
         if self.min_visible <= 0 or not len(kf.boxes):

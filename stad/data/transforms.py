@@ -440,7 +440,9 @@ def from_acar_spec(spec: Sequence[tuple[str, dict]], train: bool = True) -> Comp
     """Build a pipeline from ``[(type, kwargs), ...]`` as in ACAR configs (``augmentation.spatial``).
 
     With ``train=False`` random steps are dropped, except a ``CornerCrop``/``RandomCrop`` which
-    becomes a centre crop, so evaluation is deterministic.
+    becomes a centre crop and a ``RandomHorizontalFlip`` with ``p >= 1``, which always mirrors (as in
+    ACAR-Net), so evaluation is deterministic. A list of kwargs (test-time views) is
+    :func:`acar_views`' business.
     """
     steps: list[Step] = []
     for i, (name, kwargs) in enumerate(spec):
@@ -456,10 +458,44 @@ def from_acar_spec(spec: Sequence[tuple[str, dict]], train: bool = True) -> Comp
             step = CornerCrop(step.size, step.crop_position or "c")
         elif not train and isinstance(step, ScaleJitteringRandomCrop):
             step = Compose((ShortSideScale(step.min_scale), CenterCrop(step.size)))  # type: ignore[assignment]
+        elif not train and isinstance(step, RandomHorizontalFlip) and step.p >= 1:
+            step = HorizontalFlip()  # ACAR draws random() < p: p = 1 always mirrors (a test-time flip view)
         elif not train and isinstance(step, RANDOM_STEPS):
             continue
         steps.extend(step.steps if isinstance(step, Compose) else (step,))
     return Compose(tuple(steps))
+
+
+def acar_views(spec: Sequence[tuple[str, dict | Sequence[dict]]], train: bool = False) -> list[Compose]:
+    """ACAR-Net's multi-view evaluation: a step whose kwargs are a LIST gives one choice per entry and
+    the views are every combination, in ACAR-Net's order (``main.py``: view ``v`` takes choice
+    ``(v // prod(choices of earlier steps)) % choices`` of each step, the first step varying fastest).
+
+    ``[("Scale", [{"resize": 224}, {"resize": 256}]), ("RandomHorizontalFlip", [{"p": 0}, {"p": 1}])]``
+    -> 4 views: (224, -), (256, -), (224, flip), (256, flip). Each view is a deterministic
+    :func:`from_acar_spec` pipeline (``train=False``). Lists are a test-time feature (ACAR-Net only
+    reads them in ``val``): with ``train=True`` a list is a ValueError. No list: one view.
+    """
+    choices: list[list[dict]] = []
+    for i, (name, kwargs) in enumerate(spec):
+        if isinstance(kwargs, (list, tuple)):
+            if train:
+                raise ValueError(f"augmentation.spatial[{i}] ({name}): a list of kwargs makes test-time views, "
+                                 "which ACAR-Net only supports in val; give one dict for training")
+            if not kwargs:
+                raise ValueError(f"augmentation.spatial[{i}] ({name}): empty list of kwargs")
+            choices.append([dict(k or {}) for k in kwargs])
+        else:
+            choices.append([dict(kwargs or {})])
+    total = int(np.prod([len(c) for c in choices])) if choices else 1
+    views = []
+    for view in range(total):
+        picked, rest = [], view
+        for (name, _), options in zip(spec, choices):
+            picked.append((name, options[rest % len(options)]))
+            rest //= len(options)
+        views.append(from_acar_spec(picked, train=train))
+    return views
 
 
 def default_transform(short_side: int | None = None, train: bool = False, mean: Sequence[float] = (0.45, 0.45, 0.45),

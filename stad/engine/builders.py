@@ -394,21 +394,34 @@ def temporal_sampling(aug: AugmentationConfig) -> tuple[int, int]:
     return max(1, size // step), step
 
 
-def build_transform(aug: AugmentationConfig, train: bool) -> Any:
-    """The data layer's transform pipeline from ACAR-style spatial steps."""
+def build_views(aug: AugmentationConfig, train: bool) -> list:
+    """The data layer's pipelines, one per test-time view: a spatial step whose ``kwargs`` is a LIST
+    gives one choice per entry, the views are all combinations in ACAR-Net's order
+    (`stad.data.transforms.acar_views`). A list in a training split is a ConfigError."""
     from stad.data import transforms
 
-    return transforms.from_acar_spec([(s.type, s.kwargs) for s in aug.spatial], train=train)
+    try:
+        return transforms.acar_views([(s.type, s.kwargs) for s in aug.spatial], train=train)
+    except ValueError as err:
+        raise ConfigError(f"{'train' if train else 'val'}.{err}") from None
+
+
+def build_transform(aug: AugmentationConfig, train: bool) -> Any:
+    """The data layer's transform pipeline from ACAR-style spatial steps (with test-time views: the
+    first view; `build_views` gives them all)."""
+    return build_views(aug, train)[0]
 
 
 def build_dataset(config: Config, split: TrainConfig | ValConfig, train: bool) -> Any:
     """A ``ClipDataset`` over ``split.annotation_path`` with frames under ``split.root_path``
-    (decoded-frame cache of ``split.cache_mb`` MB per process, ``split.decode_threads`` decoding threads)."""
+    (decoded-frame cache of ``split.cache_mb`` MB per process, ``split.decode_threads`` decoding threads).
+    Test-time views (lists of kwargs in val): one `MultiViewSample` per keyframe (`build_views`)."""
     from stad.data.dataset import ClipDataset
 
     clip_len, stride = temporal_sampling(split.augmentation)
+    views = build_views(split.augmentation, train)
     return ClipDataset(split.annotation_path, frames_root=split.root_path, video_root=split.video_root,
-                       clip_len=clip_len, frame_stride=stride, transform=build_transform(split.augmentation, train),
+                       clip_len=clip_len, frame_stride=stride, transform=views[0], views=views,
                        num_classes=config.num_classes, min_score=split.min_score, cache_mb=split.cache_mb,
                        decode_threads=split.decode_threads)
 

@@ -80,6 +80,40 @@ def mean_loss(shards: Sequence[Shard]) -> float | None:
     return total / boxes if boxes else None
 
 
+def forward_batch(model: nn.Module, batch: Any, boxes: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """``model(batch.clips, boxes or batch.boxes)`` -> logits ``[sum N_i, K]``, plus ``sizes=`` (each
+    clip's valid fraction, ``ClipBatch.valid_fractions``) when the batch is padded, so the ACAR head
+    reads every clip's context from its own pixels (models without padding support see the old call)."""
+    boxes = batch.boxes if boxes is None else boxes
+    sizes = getattr(batch, "valid_fractions", None)
+    if sizes is None:
+        return model(batch.clips, boxes)
+    return model(batch.clips, boxes, sizes=sizes)
+
+
+def multiview_logits(model: nn.Module, batch: Any) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """ACAR-Net's multi-view evaluation of a `stad.data.collate.MultiViewBatch`.
+
+    Each view runs with the boxes it keeps; a box's logits are averaged over the views that kept it
+    (before the activation). Returns logits ``[M, K]`` for the M boxes kept by at least one view, in
+    box order, and per clip bool ``[N_i]``: which of its boxes those are (the others are dropped,
+    as ACAR-Net drops them).
+    """
+    counts = [len(b) for b in batch.boxes]
+    total, seen = None, torch.zeros(sum(counts), dtype=torch.long)
+    for view, keep in zip(batch.views, batch.keep):
+        flat = torch.from_numpy(np.concatenate(keep) if keep else np.zeros(0, bool))
+        boxes = [b[torch.as_tensor(k, device=b.device)] for b, k in zip(view.boxes, keep)]
+        logits = forward_batch(model, view, boxes).float()
+        if total is None:
+            total = logits.new_zeros(sum(counts), logits.shape[1])
+        total[flat.to(logits.device)] += logits
+        seen += flat.long()
+    present = seen > 0
+    averaged = total[present.to(total.device)] / seen[present].to(total)[:, None]
+    return averaged, [k.numpy() for k in torch.split(present, counts)]
+
+
 @torch.no_grad()
 def predict_shard(model: nn.Module, loader: Any, indices: Sequence[int], activation: Callable, device: torch.device,
                   num_classes: int, progress: Any = None, criterion: Callable | None = None) -> Shard:
@@ -95,15 +129,22 @@ def predict_shard(model: nn.Module, loader: Any, indices: Sequence[int], activat
         batch_indices = list(indices[offset:offset + n_clips])
         offset += n_clips
         batch = batch.to(device)
-        logits = model(batch.clips, batch.boxes)
-        scores = activation(logits.float()).cpu().numpy().astype(np.float32)
-        counts = [len(b) for b in batch.boxes]
-        if scores.shape != (sum(counts), num_classes):
-            raise RuntimeError(f"model returned scores {scores.shape}, expected ({sum(counts)}, {num_classes})")
         # write the boxes as given in the annotation, not as transformed into the clip
         boxes = [b.detach().cpu().float().reshape(-1, 4) for b in getattr(batch, "orig_boxes", batch.boxes)]
+        targets = batch.targets if criterion is not None else None
+        if hasattr(batch, "views"):  # test-time views: boxes no view kept are dropped
+            logits, kept = multiview_logits(model, batch)
+            boxes = [b[torch.from_numpy(k)] for b, k in zip(boxes, kept)]
+            if targets is not None:
+                targets = [t[torch.as_tensor(k, device=t.device)] for t, k in zip(targets, kept)]
+        else:
+            logits = forward_batch(model, batch)
+        scores = activation(logits.float()).cpu().numpy().astype(np.float32)
+        counts = [len(b) for b in boxes]
+        if scores.shape != (sum(counts), num_classes):
+            raise RuntimeError(f"model returned scores {scores.shape}, expected ({sum(counts)}, {num_classes})")
         if criterion is not None:  # ACAR's val.with_label: per-clip loss, padding removed at merge
-            loss_sums.extend(_clip_losses(criterion, logits.float(), batch.targets, counts))
+            loss_sums.extend(_clip_losses(criterion, logits.float(), targets, counts))
         parts.append(Predictions(
             sample_index=np.repeat(np.asarray(batch_indices, np.int64), counts),
             videos=tuple(str(key[0]) for key, n in zip(batch.keys, counts) for _ in range(n)),

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from stad.engine.distributed import DistContext, all_reduce_sum
+from stad.engine.predictor import forward_batch
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [N,K], targets [N,K]) -> mean
 
@@ -62,7 +63,7 @@ class Trainer:
 
     def _micro_loss(self, batch: Any, n_total: float) -> torch.Tensor:
         with torch.autocast(self.ctx.device.type, enabled=self.amp):
-            logits = self.model(batch.clips, batch.boxes)
+            logits = forward_batch(self.model, batch)  # with each clip's size before padding
         n_local = logits.shape[0]
         if n_local == 0:
             # no boxes here but some elsewhere: a zero loss over every parameter keeps DDP's

@@ -2,10 +2,11 @@
 
     >>> model = build_action_model("vitsf", "acar", num_classes=5, vit="vit_tiny", slowfast="slowfast_tiny")
     >>> logits = model(clips, boxes)   # clips [B, 3, T, H, W], boxes list of [N_i, 4] -> [sum N_i, K]
+    >>> logits = model(batch.clips, batch.boxes, sizes=batch.valid_fractions)   # a padded ClipBatch
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -43,17 +44,24 @@ class ActionDetector(nn.Module):
         """clips [B, 3, T, H, W] -> fused feature map [B, C, H', W']."""
         return self.fusion(self.backbone(clips))
 
-    def forward_head(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
-        """features [B, C, H', W'], boxes: B tensors [N_i, 4] normalised xyxy -> logits [sum N_i, K]."""
+    def forward_head(self, features: torch.Tensor, boxes: list[torch.Tensor],
+                     sizes: Sequence[Sequence[float]] | None = None) -> torch.Tensor:
+        """features [B, C, H', W'], boxes: B tensors [N_i, 4] normalised xyxy -> logits [sum N_i, K].
+
+        ``sizes``: per clip ``(height, width)`` before padding as fractions of the padded clip
+        (``ClipBatch.valid_fractions``; ACAR-Net's ``sizes_before_padding``); None: unpadded.
+        """
         if len(boxes) != features.shape[0]:
             raise ValueError(f"{len(boxes)} box lists for a batch of {features.shape[0]} clips")
-        rois: RoIBatch = self.neck(boxes, reference=features)
+        rois: RoIBatch = self.neck(boxes, reference=features, sizes=sizes)
         # (no box in the whole batch: the heads keep features and so the backbone in the graph, for DDP)
         return self.head(features, rois)
 
-    def forward(self, clips: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
-        """Raw logits [sum_i N_i, K], rows in the order of the input boxes."""
-        return self.forward_head(self.forward_features(clips), boxes)
+    def forward(self, clips: torch.Tensor, boxes: list[torch.Tensor],
+                sizes: Sequence[Sequence[float]] | None = None) -> torch.Tensor:
+        """Raw logits [sum_i N_i, K], rows in the order of the input boxes; ``sizes`` as in
+        :meth:`forward_head` (the ACAR head then reads each clip's context from its own pixels only)."""
+        return self.forward_head(self.forward_features(clips), boxes, sizes)
 
 
 @register_model("vitsf", kind="backbone")

@@ -226,6 +226,26 @@ class HR2O(nn.Module):
         return self._finish(x, relation)
 
 
+def context_groups(rois: RoIBatch, height: int, width: int) -> list[tuple[tuple[int, int], list[int]]]:
+    """Clips with at least one RoI grouped by the ``(h, w)`` cells of their context
+    (:meth:`RoIBatch.context_sizes`): ``[((h, w), [clip, ...]), ...]``, clips ascending in a group."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for clip, (count, size) in enumerate(zip(rois.counts, rois.context_sizes(height, width))):
+        if count:
+            groups.setdefault(size, []).append(clip)
+    return list(groups.items())
+
+
+def cropped_rois(rois: RoIBatch, clips: list[int], height: int, width: int, eff_h: int,
+                 eff_w: int) -> tuple[RoIBatch, torch.Tensor]:
+    """The RoIs of ``clips`` for their ``eff_h x eff_w`` top-left context crop of an ``height x width``
+    map: clips renumbered 0.., coordinates normalised to the crop (so :class:`RelativePosition`
+    sees the crop's own geometry), and their rows ``[n]`` in ``rois``."""
+    sub, index = rois.select_clips(clips)
+    scale = sub.rois.new_tensor([1.0, width / eff_w, height / eff_h, width / eff_w, height / eff_h])
+    return RoIBatch(sub.rois * scale, sub.counts), index
+
+
 class ACARHead(nn.Module):
     """Actor-context-actor relation head.
 
@@ -280,21 +300,44 @@ class ACARHead(nn.Module):
         return self.fc2(out)
 
     def forward(self, feature_map: torch.Tensor, rois: RoIBatch) -> torch.Tensor:
-        """feature_map [B, C, H, W], rois (N RoIs, grouped by clip) -> logits [N, K]."""
+        """feature_map [B, C, H, W], rois (N RoIs, grouped by clip) -> logits [N, K].
+
+        RoI (actor) features come from the whole map; with ``rois.sizes`` (a padded batch) the
+        context of each clip is its top-left ``ceil(H * frac_h) x ceil(W * frac_w)`` cells, as in
+        ACAR-Net: clips are grouped by that size and each group goes through the batched path.
+        """
         if len(rois) == 0:
             # Keep the graph connected to the input and every parameter: all-zero loss, zero gradients.
             return connect_empty(feature_map.new_zeros(0, self.num_classes), feature_map, self)
-        if min(feature_map.shape[-2:]) < 3:
-            raise ValueError(f"ACAR head needs a feature map of at least 3x3 (its conv2 is a valid 3x3 conv), "
-                             f"got {tuple(feature_map.shape[-2:])}: feed larger clips")
         feats = conv1x1(feature_map, self.conv_reduce.weight)  # [B, R, H, W]
         maps = roi_maps(feats, rois.rois, self.roi_size)  # [N, R, s, s]; RoIAlign wants the default layout
         actor = maps.amax((2, 3))  # [N, R]
         facing = self._facing(maps)
         if self.channels_last:  # converting R output channels is cheaper than C input channels
             feats = feats.contiguous(memory_format=torch.channels_last)
+        groups = context_groups(rois, *feats.shape[-2:])
+        if all(size == tuple(feats.shape[-2:]) for size, _ in groups):  # no clip padded (or none with a RoI)
+            return self._classify(actor, self._context_relations(feats, actor, rois, facing))
+        parts, rows = [], []
+        for (eff_h, eff_w), clips in groups:  # padded batch: each clip's context is its own pixels only
+            sub, index = cropped_rois(rois, clips, *feats.shape[-2:], eff_h, eff_w)
+            crop = feats[torch.tensor(clips, device=feats.device), :, :eff_h, :eff_w]
+            if self.channels_last:
+                crop = crop.contiguous(memory_format=torch.channels_last)
+            parts.append(self._context_relations(crop, actor[index], sub, None if facing is None else facing[index]))
+            rows.append(index)
+        order = torch.argsort(torch.cat(rows))  # groups' rows back to RoI order
+        return self._classify(actor, torch.cat(parts)[order])
+
+    def _context_relations(self, feats: torch.Tensor, actor: torch.Tensor, rois: RoIBatch,
+                           facing: torch.Tensor | None) -> torch.Tensor:
+        """conv1 -> conv2 -> downsample -> HR2O -> GAP with every clip's whole map as its context:
+        feats [B, R, h, w], actor [N, R] -> [N, hid]."""
+        if min(feats.shape[-2:]) < 3:
+            raise ValueError(f"ACAR head needs a context of at least 3x3 feature cells (its conv2 is a valid 3x3 "
+                             f"conv), got {tuple(feats.shape[-2:])}: feed larger clips")
         x = self.downsample(F.relu(self.conv2(self._actor_context(feats, actor, rois, facing)), inplace=True))
-        return self._classify(actor, self._relations(x, PaddedLayout(rois.counts, x.device)))
+        return self._relations(x, PaddedLayout(rois.counts, x.device))
 
     def _facing(self, maps: torch.Tensor) -> torch.Tensor | None:
         """The position gate's input: RoI maps [N, R, s, s] -> [N, R], or None without a gate."""
@@ -329,7 +372,8 @@ def acar_per_clip_reference(head: ACARHead, feature_map: torch.Tensor, rois: RoI
     """ACAR-Net's original per-clip loop (tiled actor features, one clip at a time).
 
     Kept as the reference the batched :meth:`ACARHead.forward` is tested and benchmarked against.
-    Same inputs and output as ``head(feature_map, rois)``: feature_map [B, C, H, W] -> logits [N, K].
+    Same inputs and output as ``head(feature_map, rois)``: feature_map [B, C, H, W] -> logits [N, K];
+    with ``rois.sizes`` (a padded batch) each clip's context is cropped to its own cells, as in ACAR-Net.
     ``fast_kernels=True`` keeps the algorithm but gives it the batched head's kernel choices
     (channels-last tensors, 1x1 convs through :func:`conv1x1`), to separate what batching gains
     from what those choices gain.
@@ -343,16 +387,18 @@ def acar_per_clip_reference(head: ACARHead, feature_map: torch.Tensor, rois: RoI
     maps = roi_maps(feats.contiguous(), rois.rois, head.roi_size)
     actor, facing = maps.amax((2, 3)), head._facing(maps)
     relations, start = [], 0
-    for clip, count in enumerate(rois.counts):
+    height, width = feats.shape[-2:]
+    for clip, (count, (eff_h, eff_w)) in enumerate(zip(rois.counts, rois.context_sizes(height, width))):
         if count == 0:
             continue
-        context = feats[clip].unsqueeze(0).repeat(count, 1, 1, 1)
+        context = feats[clip, :, :eff_h, :eff_w].unsqueeze(0).repeat(count, 1, 1, 1)  # the clip's own cells
         tiled = actor[start:start + count, :, None, None].expand_as(context)
         x = conv_1x1(head.conv1, torch.cat([context, tiled], dim=1))
         if head.position is not None:
             clip_facing = None if facing is None else facing[start:start + count]
-            x = x + head.position(rois.rois[start:start + count, 1:], *x.shape[-2:],
-                                  facing=clip_facing).permute(0, 3, 1, 2)
+            boxes = rois.rois[start:start + count, 1:] * rois.rois.new_tensor(
+                [width / eff_w, height / eff_h] * 2)  # normalised to the clip's cells
+            x = x + head.position(boxes, eff_h, eff_w, facing=clip_facing).permute(0, 3, 1, 2)
         x = F.relu(x)
         x = head.downsample(F.relu(head.conv2(x)))
         for layer in head.hr2o:
