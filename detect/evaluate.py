@@ -5,7 +5,8 @@
 - **AP@0.5** (person class): detections of all keyframes sorted by score; in each keyframe a
   detection is a true positive if its highest-IoU GT box has IoU >= 0.5 and is not yet matched
   (the PASCAL/AVA rule: a duplicate is a false positive, it does not fall back to the next GT);
-  AP is the area under the monotone precision envelope (all-point interpolation).
+  AP is the area under the monotone precision envelope (all-point interpolation), computed by the
+  frame-mAP evaluator's `average_precision` (the official code's ranking, ties included).
 - **recall@score**: share of GT boxes covered (IoU >= 0.5) by some proposal with score >= s.
 - **recall@top-k**: the same with only the k best proposals of each keyframe.
 - **uncovered**: GT boxes no proposal covers at IoU 0.5 -- stage 2 can never detect these, so
@@ -31,6 +32,7 @@ import numpy as np
 from stad.data.formats import ava
 from stad.data.formats.acar_pkl import element_to_keyframe, validate_acar
 from stad.data.formats.errors import FormatError
+from stad.evaluation.ava_map import average_precision  # the official VOC AP and its tie order
 from stad.structures import Boxes, KeyframeKey, box_iou
 
 SCORE_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9)
@@ -67,21 +69,6 @@ def read_proposals(path: str | Path) -> dict[KeyframeKey, Boxes]:
             raise FormatError(path, None, "elements", f"keyframe {keyframe.key} appears twice")
         out[keyframe.key] = keyframe.boxes
     return out
-
-
-def average_precision(scores: np.ndarray, is_tp: np.ndarray, num_gt: int) -> float:
-    """All-point interpolated AP from per-detection scores and TP flags."""
-    if num_gt == 0:
-        return float("nan")
-    if len(scores) == 0:
-        return 0.0
-    order = np.argsort(-scores, kind="stable")
-    tp = np.cumsum(is_tp[order].astype(np.float64))
-    fp = np.cumsum((~is_tp[order]).astype(np.float64))
-    recall = np.concatenate([[0.0], tp / num_gt])
-    precision = np.concatenate([[0.0], tp / np.maximum(tp + fp, 1e-12)])
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    return float(np.sum((recall[1:] - recall[:-1]) * precision[1:]))
 
 
 def match_keyframe(dets: Boxes, gt: Boxes, iou_threshold: float = 0.5) -> np.ndarray:

@@ -110,3 +110,13 @@ def test_bad_inputs(tmp_path):
     bad_gt.write_text("vidA,0902,0.1,0.1,0.4\n")
     with pytest.raises(ValueError, match="bad_gt.csv: line 1"):
         read_gt_boxes(bad_gt)
+
+
+def test_person_ap_breaks_score_ties_as_the_official_evaluator():
+    """One AP implementation: tied scores rank as numpy's argsort reversed (later detection first)."""
+    from stad.evaluation.ava_map import average_precision as frame_map_ap
+
+    assert average_precision is frame_map_ap
+    scores, is_tp = np.array([0.5, 0.5]), np.array([True, False])
+    assert average_precision(scores, is_tp, 1) == 0.5  # the false positive ranks first
+    assert average_precision(scores[::-1].copy(), is_tp[::-1].copy(), 1) == 1.0
