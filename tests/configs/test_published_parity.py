@@ -230,3 +230,26 @@ def test_undeclared_drift_is_caught():
     assert compare({"a": 1, "b": [0.45], "c": True, "d": 0}, published, Parity("x", same_keys=False)) == []
     assert compare({"a": 1.0, "b": [0.45], "c": 1}, published, Parity("x"))  # True is not 1
     assert compare({"a": 1.0, "b": [0.45], "c": True}, published, Parity("x")) == []  # 1 is 1.0
+
+
+# Weight presets (stad.models.presets) of the released files each published-name evaluation config is for.
+_CW_PRESET_GAP = pytest.mark.xfail(strict=True, reason=(
+    "stad.models.presets' cw_vitsf_acar says activation sigmoid, but the reference trained and evaluates its "
+    "released checkpoint with pose_softmax: True (eval_VITSF_ACAR_HR2O_CW.yaml); the preset is to follow the "
+    "published file"))
+PRESETS = [
+    pytest.param("configs/ava/eval_SLOWFAST_R50_ACAR_HR2O.yaml", "acar_slowfast_r50_ava", id="ava_r50"),
+    pytest.param("configs/ava/eval_SLOWFAST_R101_ACAR_HR2O_DEPTH1.yaml", "acar_slowfast_r101_ava", id="ava_r101"),
+    pytest.param("configs/ava_kinetics/evalAVA_SLOWFAST_R101_ACAR_HR2O_DEPTH1.yaml", "acar_slowfast_r101_ava_kinetics",
+                 id="ava_kinetics_r101"),
+    pytest.param("configs/chaotic_world/eval_VITSF_ACAR_HR2O_CW.yaml", "cw_vitsf_acar", id="cw",
+                 marks=_CW_PRESET_GAP),
+]
+
+
+@pytest.mark.parametrize("path, preset", PRESETS)
+def test_weight_presets_agree_with_the_published_eval_configs(path, preset):
+    """What the engine checks a released file against (builders.check_preprocessing) is what its config says."""
+    from stad.models.presets import get_preset
+
+    assert builders.check_preprocessing(load_config(ROOT / path), get_preset(preset), "parity test") == []
