@@ -446,9 +446,6 @@ def labelmap(dataset: Any, config: Config) -> LabelMap:
 
 def preflight(config: Config, logger: logging.Logger) -> None:
     """The data layer's validator on every split this run reads (fails fast on mAP-0 mistakes)."""
-    try:
-        from stad.data.validate import validate_config
-    except ImportError:
-        logger.warning("stad.data.validate is not available: preflight skipped")
-        return
+    from stad.data.validate import validate_config
+
     validate_config(config, logger=logger)

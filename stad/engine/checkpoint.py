@@ -29,11 +29,6 @@ def checkpoint_path(result_path: str | Path, epoch: int) -> Path:
     return checkpoint_dir(result_path) / f"ckpt_{epoch}.pth"
 
 
-def last_checkpoint_path(result_path: str | Path) -> Path:
-    """``checkpoints/last.pth``: always the newest epoch (a hard link), a stable path for eval configs."""
-    return checkpoint_dir(result_path) / "last.pth"
-
-
 def link_last(path: str | Path) -> Path:
     """Point ``last.pth`` next to ``path`` at it, atomically (hard link, copy if links are unsupported)."""
     import os

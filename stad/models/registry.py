@@ -67,8 +67,3 @@ def list_models(kind: str | None = None) -> list[str]:
     """Sorted registered names, optionally only one kind ('backbone', 'head', 'detector')."""
     _ensure_builtin_models()
     return sorted(k for k, e in _REGISTRY.items() if kind is None or e.kind == kind)
-
-
-def is_model(name: str) -> bool:
-    _ensure_builtin_models()
-    return name in _REGISTRY

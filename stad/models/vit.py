@@ -13,7 +13,6 @@ resampled on the fly when the input grid differs from the one the model was buil
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -255,7 +254,3 @@ def _vit_factory(name: str):
 
 for _name in VIT_SIZES:
     register_model(_name, kind="backbone")(_vit_factory(_name))
-
-
-def vit_sizes() -> Sequence[str]:
-    return tuple(VIT_SIZES)

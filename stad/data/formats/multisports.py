@@ -20,7 +20,6 @@ import numpy as np
 
 from stad.data.formats.conventions import MULTISPORTS, FrameConvention
 from stad.data.formats.errors import FormatError
-from stad.io_utils import atomic_pickle
 from stad.structures import Boxes, Keyframe, KeyframeKey, LabelMap
 
 REQUIRED_KEYS = ("labels", "gttubes", "nframes", "resolution")
@@ -133,10 +132,6 @@ def keyframes_to_gttubes(keyframes: Iterable[Keyframe], gt_meta: dict) -> dict[s
                 tubes.setdefault(kf.video, {}).setdefault(label, {}).setdefault(int(pid), []).append(row)
     return {v: {lab: [np.array(sorted(rows), np.float32) for _, rows in sorted(by_pid.items())]
                 for lab, by_pid in sorted(by_label.items())} for v, by_label in tubes.items()}
-
-
-def write_multisports_gt(path: str | Path, gt: dict) -> None:
-    atomic_pickle(path, gt)
 
 
 def read_multisports_proposals(path: str | Path, videos: Sequence[str]) -> dict[KeyframeKey, Boxes]:
