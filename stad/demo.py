@@ -1,16 +1,28 @@
 """Spatio-temporal action detection on any video file: person detector -> action model -> outputs.
 
     python -m stad.demo --video clip.mp4 --out clip_annotated.mp4 [--csv clip.csv]
-    python -m stad.demo --video clip.mp4 --config configs/ava/eval_SLOWFAST_R50_ACAR_HR2O.yaml \\
-        --checkpoint checkpoints/SLOWFAST_R50_ACAR_HR2O.pth.tar --detector checkpoints/yolov8x.pt --out out.mp4
+    python -m stad.demo --video my.mp4 --weights AVA_SLOWFAST_R50_ACAR_HR2O.pth.tar --detector yolov8n.pt \
+        --out my_annotated.mp4 --csv my.csv
+    python -m stad.demo --video clip.mp4 --config configs/ava/eval_SLOWFAST_R50_ACAR_HR2O.yaml \
+        --weights checkpoints/AVA_SLOWFAST_R50_ACAR_HR2O.pth.tar --detector checkpoints/yolov8x.pt --out out.mp4
 
-Without ``--config``/``--checkpoint`` it uses the model ``make demo`` trained (``runs/demo/acar``).
+``--weights`` (alias ``--checkpoint``) is enough: an ACAR-Net model-zoo file (its preset, R50 / R101 /
+linear, is inferred from its keys and logged) or a checkpoint written by ``main.py`` (its preset is
+stored in it) gives the model, the test-time transform, the clip length / stride / frame rate, the
+activation and the label map (AVA's 60 class ids and names for ACAR-Net files; stad.models.presets).
+With ``--config`` the config builds them instead, and must agree with the weights' preset
+(``preprocessing_override: true`` in the config runs anyway, logged). Without either it uses the
+model ``make demo`` trained (``runs/demo/acar``).
+
 The video is decoded with PyAV at its own frame rate and size. Keyframes are taken every
 ``--every`` seconds (or at the timestamps of ``--boxes``); each keyframe's clip is sampled in
-*time* at the frame rate the model was trained at (``--model-fps``), so a 25, 30 or 60 fps video
-gives the model the same temporal extent. Outputs: the annotated video (same size, frame rate and
-frame count as the input; boxes, person ids from a greedy IoU tracker, top actions with scores)
-and an AVA-style prediction CSV (``video_id,t,x1,y1,x2,y2,action_id,score``, video id = file stem).
+*time* at the frame rate the model was trained at (the preset's, or ``--model-fps``), so a 25, 30
+or 60 fps video gives the model the same temporal extent. The person detector's image size and
+threshold come from its weights (sidecar ``<stem>.yaml``: ``imgsz``, ``demo_conf``; ultralytics'
+``train_args``) unless given. Outputs: the annotated video (same size, frame rate and frame count
+as the input; boxes, person ids from a greedy IoU tracker, top actions with scores), an AVA-style
+prediction CSV (``video_id,t,x1,y1,x2,y2,action_id,score``, video id = file stem) and, next to it,
+the label map of its action ids (``<csv stem>.labelmap.pbtxt``).
 """
 from __future__ import annotations
 
@@ -32,9 +44,12 @@ from stad.visualize import Mp4Writer, Overlay, draw_overlay, overlay_at, save_pn
 
 LOGGER = logging.getLogger("stad.demo")
 DEMO_RUN = Path("runs/demo")
-DEFAULT_CONFIG = DEMO_RUN / "acar" / "config.yaml"
 DEFAULT_CHECKPOINT = DEMO_RUN / "acar" / "checkpoints" / "last.pth"
 DEFAULT_DETECTOR = Path("checkpoints/toy_person_yolov8n.pt")
+# the demo's detector settings when neither the command line nor the weights give them (detect.detector_settings);
+# the demo's threshold is the sidecar's ``demo_conf`` (boxes drawn and classified), not the proposals' ``conf``
+DETECTOR_DEFAULTS = {"imgsz": 640, "conf": 0.4, "iou": 0.6}
+DEFAULT_MODEL_FPS = 30.0
 
 
 class DemoError(Exception):
@@ -196,53 +211,73 @@ def predict_video(info: VideoInfo, plans: Sequence[KeyframePlan], find_boxes: Ca
 # --------------------------------------------------------------------------- model and boxes
 
 
-def resolve_labelmap(config, num_classes: int) -> LabelMap:
-    """Output index -> class id and name: the config's evaluation label map, else the annotation's table."""
-    from stad.data.formats.acar_pkl import labelmap_from_classes, load_acar_object
-    from stad.data.formats.labelmap import read_labelmap
-
-    val = config.val
-    if val is not None and val.eval_mAP is not None and Path(val.eval_mAP.labelmap).is_file():
-        labelmap = read_labelmap(val.eval_mAP.labelmap)
-        if len(labelmap) == num_classes:
-            return labelmap
-    for split in (config.val, config.train):
-        if split is not None and Path(split.annotation_path).is_file():
-            labelmap = labelmap_from_classes(load_acar_object(split.annotation_path)[1])
-            if len(labelmap) == num_classes:
-                return labelmap
-    LOGGER.warning("no label map with %d classes found through the config: classes are shown as numbers", num_classes)
-    return LabelMap(tuple(range(1, num_classes + 1)), tuple(f"class {i}" for i in range(1, num_classes + 1)))
-
-
 class ActionModel:
-    """A trained action detector with its config's test-time transform, clip sampling and label map."""
+    """An action detector with its preset's test-time transform, clip sampling, activation and label map.
 
-    def __init__(self, config_path: str | Path, checkpoint_path: str | Path, device: str = "cpu") -> None:
+    ``weights``: an ACAR-Net model-zoo file, a Chaotic World reference file or a checkpoint of ours
+    (`stad.engine.builders.weights_preset`). ``config``: build the model and preprocessing from this
+    config instead; it must agree with the weights' preset (`builders.check_preprocessing`).
+    """
+
+    def __init__(self, weights: str | Path, config: str | Path | None = None, device: str = "cpu") -> None:
         import torch
 
         from stad.config import ConfigError, load_config
         from stad.engine import builders
         from stad.engine.checkpoint import read_checkpoint
+        from stad.models.presets import UnknownLayoutError
 
+        weights = Path(weights)
+        if not weights.is_file():
+            raise DemoError(f"{weights}: weights not found (an ACAR-Net model-zoo .pth.tar or a checkpoint of "
+                            "main.py, e.g. runs/<run>/checkpoints/last.pth)")
         try:
-            config = load_config(config_path)
-        except ConfigError as error:
-            raise DemoError(f"config error: {error}") from None
-        if not Path(checkpoint_path).is_file():
-            raise DemoError(f"{checkpoint_path}: checkpoint not found")
-        split = config.val if config.val is not None else config.train
-        self.clip_len, self.stride = builders.temporal_sampling(split.augmentation)
-        self.transform = builders.build_transform(split.augmentation, train=False)
+            state = read_checkpoint(weights)
+        except RuntimeError as error:
+            raise DemoError(str(error)) from None
+        try:
+            if config is None:
+                preset, reason = builders.weights_preset(state, str(weights))
+                LOGGER.info("model preset: %s", reason)
+            else:
+                preset = self._config_preset(load_config(config), state, weights, builders)
+        except (ConfigError, UnknownLayoutError) as error:
+            raise DemoError(f"config error: {error}" if isinstance(error, ConfigError) else str(error)) from None
+        self.preset = preset
+        pre = preset.preprocessing
+        self.clip_len, self.stride, self.fps = pre.clip_len, pre.frame_stride, pre.fps
+        self.transform = builders.transform_from_preprocessing(pre)
         self.device = torch.device(device)
-        self.model = builders.build_model(config)
+        self.model = preset.build_model()
         try:
-            builders.load_weights(self.model, read_checkpoint(checkpoint_path), strict=True)
+            builders.load_weights(self.model, state, strict=True)
         except (RuntimeError, KeyError, ValueError) as error:
-            raise DemoError(f"{checkpoint_path} does not fit the model of {config_path}: {error}") from None
+            raise DemoError(f"{weights} does not fit the model of its preset {preset.name or '(from a config)'}: "
+                            f"{error}") from None
         self.model.to(self.device).eval()
-        self.activation = builders.build_criterion(config)[1]
-        self.labelmap = resolve_labelmap(config, config.num_classes)
+        self.activation = pre.activation_fn()
+        self.labelmap = pre.labelmap
+        LOGGER.info("action model: %s, %d classes (%s ... %s), clips of %d frames %d apart at %s fps, "
+                    "resize %s, norm %s mean %s std %s, %s", preset.name or "from the config", pre.num_classes,
+                    self.labelmap.names[0], self.labelmap.names[-1], pre.clip_len, pre.frame_stride,
+                    pre.fps or "unknown", pre.resize, pre.norm_value, list(pre.mean), list(pre.std), pre.activation)
+
+    @staticmethod
+    def _config_preset(config, state: dict, weights: Path, builders):
+        """The config's preset, checked against the weights' (stored or inferred); what the config leaves
+        unknown (frame rate, label map when its files are absent) comes from the weights."""
+        from dataclasses import replace
+
+        preset = builders.preset_from_config(config)
+        stored, reason = builders.weights_preset(state, str(weights), required=False)
+        if stored is None:
+            LOGGER.warning("%s: preprocessing not checked against the weights (%s)", weights, reason)
+            return preset
+        builders.check_preprocessing(config, stored, reason, LOGGER)
+        pre, theirs = preset.preprocessing, stored.preprocessing
+        if not pre.label_ids and theirs.label_ids and theirs.num_classes == pre.num_classes:
+            pre = replace(pre, label_ids=theirs.label_ids, label_names=theirs.label_names)
+        return replace(preset, preprocessing=replace(pre, fps=pre.fps or theirs.fps))
 
     def __call__(self, frames_bgr: np.ndarray, boxes: Boxes) -> np.ndarray:
         """Class probabilities ``[N, K]`` for ``boxes`` in the clip ``frames_bgr`` ``[T, H, W, 3]``."""
@@ -298,17 +333,6 @@ def read_boxes_csv(path: str | Path, video_id: str) -> dict[int, Boxes]:
     return out
 
 
-def detector_imgsz(weights: Path) -> int:
-    """The image size the detector was trained at (ultralytics stores it), else 640."""
-    import torch
-
-    try:
-        ckpt = torch.load(str(weights), map_location="cpu", weights_only=False)
-        return int((ckpt.get("train_args") or {}).get("imgsz") or 640)
-    except Exception:  # noqa: BLE001 - any unreadable metadata: use the ultralytics default
-        return 640
-
-
 # --------------------------------------------------------------------------- outputs
 
 
@@ -327,6 +351,20 @@ def write_csv(path: str | Path, video_id: str, results: Sequence[KeyframeResult]
 
     return write_predictions_csv(path, ((video_id, r.plan.timestamp, r.boxes.xyxy, r.scores) for r in results),
                                  labelmap)
+
+
+def csv_labelmap_path(csv_path: str | Path) -> Path:
+    """``out.csv`` -> ``out.labelmap.pbtxt``: the ids and names of the CSV's action column."""
+    return Path(csv_path).with_suffix(".labelmap.pbtxt")
+
+
+def write_csv_labelmap(csv_path: str | Path, labelmap: LabelMap) -> Path:
+    """Write the label map of the CSV's class ids next to it (the evaluator's ``-l`` reads it)."""
+    from stad.data.formats.labelmap import write_labelmap
+
+    path = csv_labelmap_path(csv_path)
+    write_labelmap(labelmap, path)
+    return path
 
 
 def write_annotated_video(info: VideoInfo, overlays: Sequence[Overlay], out: str | Path, every: float = 1.0,
@@ -369,19 +407,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--video", required=True, help="input video file (any container/codec FFmpeg reads)")
     parser.add_argument("--out", required=True, help="annotated MP4 to write")
     parser.add_argument("--csv", help="also write AVA-style predictions (video id = file stem)")
-    parser.add_argument("--config", help=f"model config YAML (default: {DEFAULT_CONFIG}, written by `make demo`)")
-    parser.add_argument("--checkpoint", help=f"model weights (default: {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--weights", "--checkpoint", dest="weights",
+                        help="action model weights: an ACAR-Net model-zoo file (preset inferred from its keys) or a "
+                             f"main.py checkpoint (preset stored in it); default: {DEFAULT_CHECKPOINT} (make demo)")
+    parser.add_argument("--config", help="build the model and preprocessing from this config instead of the weights' "
+                                         "preset (needs --weights; the two must agree)")
     parser.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="ultralytics person detector .pt")
     parser.add_argument("--boxes", help="AVA-style CSV of person boxes (GT or proposals) to use instead of the "
                                          "detector; its timestamps of this video become the keyframes")
     parser.add_argument("--video-start", type=float, default=0.0,
                         help="timestamp (s) of the file's first frame, for --boxes (AVA clips cut at 900 s: 900)")
     parser.add_argument("--every", type=int, default=1, help="seconds between keyframes (default 1, as AVA)")
-    parser.add_argument("--model-fps", type=float, default=30.0,
-                        help="frame rate the model was trained at (AVA, toy: 30; Chaotic World: 25)")
-    parser.add_argument("--conf", type=float, default=0.4, help="detector score threshold")
-    parser.add_argument("--iou", type=float, default=0.6, help="detector NMS IoU threshold (duplicates above it go)")
-    parser.add_argument("--imgsz", type=int, help="detector image size (default: the size it was trained at)")
+    parser.add_argument("--model-fps", type=float,
+                        help="frame rate the model was trained at (default: the preset's, e.g. AVA 30, Chaotic World "
+                             f"25; else {DEFAULT_MODEL_FPS:g})")
+    parser.add_argument("--conf", type=float, help="detector score threshold (default: the detector's sidecar "
+                                                   f"demo_conf, else {DETECTOR_DEFAULTS['conf']})")
+    parser.add_argument("--iou", type=float, help="detector NMS IoU threshold, duplicates above it go (default: "
+                                                  f"sidecar, else {DETECTOR_DEFAULTS['iou']})")
+    parser.add_argument("--imgsz", type=int, help="detector image size (default: the detector's sidecar, else the size "
+                                                  f"it was trained at, else {DETECTOR_DEFAULTS['imgsz']})")
     parser.add_argument("--top-k", type=int, default=3, help="actions printed per person")
     parser.add_argument("--threshold", type=float, default=0.3, help="min score of printed actions (best always shown)")
     parser.add_argument("--snapshot", help="also save the annotated keyframe showing the most actions as PNG")
@@ -395,16 +440,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _model_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    if bool(args.config) != bool(args.checkpoint):
-        raise DemoError("give both --config and --checkpoint, or neither (then the `make demo` model is used)")
+def _model_paths(args: argparse.Namespace) -> tuple[Path | None, Path]:
+    if args.weights:
+        return (Path(args.config) if args.config else None), Path(args.weights)
     if args.config:
-        return Path(args.config), Path(args.checkpoint)
-    if not DEFAULT_CONFIG.is_file() or not DEFAULT_CHECKPOINT.is_file():
-        raise DemoError(f"no --config/--checkpoint given and the demo model is missing ({DEFAULT_CHECKPOINT}): "
-                        "run `make demo` first, or pass --config and --checkpoint")
-    LOGGER.info("using the model trained by `make demo`: %s, %s", DEFAULT_CONFIG, DEFAULT_CHECKPOINT)
-    return DEFAULT_CONFIG, DEFAULT_CHECKPOINT
+        raise DemoError("--config needs --weights (the config says how to build the model, not which weights)")
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise DemoError(f"no --weights given and the demo model is missing ({DEFAULT_CHECKPOINT}): "
+                        "run `make demo` first, or pass --weights")
+    LOGGER.info("using the model trained by `make demo`: %s", DEFAULT_CHECKPOINT)
+    return None, DEFAULT_CHECKPOINT
 
 
 def _box_finder(args: argparse.Namespace, info: VideoInfo) -> tuple[Callable, list[int] | None]:
@@ -416,10 +461,16 @@ def _box_finder(args: argparse.Namespace, info: VideoInfo) -> tuple[Callable, li
     if not weights.is_file():
         raise DemoError(f"{weights}: person detector not found (see checkpoints/README.md; `make demo` uses "
                         "the shipped toy detector), or pass --boxes with your own person boxes")
-    from detect.detector import PersonDetector
+    from detect.detector import PersonDetector, detector_settings
 
-    detector = PersonDetector(weights, device=args.device, imgsz=args.imgsz or detector_imgsz(weights),
-                              conf=args.conf, iou=args.iou, runtime=args.runtime,
+    try:
+        settings = detector_settings(weights, {"imgsz": args.imgsz, "conf": args.conf, "iou": args.iou},
+                                     DETECTOR_DEFAULTS, sidecar_keys={"conf": "demo_conf"})
+    except ValueError as error:
+        raise DemoError(str(error)) from None
+    LOGGER.info("detector settings: %s", settings.describe())
+    detector = PersonDetector(weights, device=args.device, imgsz=settings["imgsz"], conf=settings["conf"],
+                              iou=settings["iou"], runtime=args.runtime,
                               runtime_threads=args.threads or os.cpu_count() or 1)
     LOGGER.info("%s", detector)
     return (lambda plan, frame: detector.detect([frame])[0]), None
@@ -433,9 +484,12 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    model = ActionModel(config, checkpoint, args.device)
+    model = ActionModel(checkpoint, config, args.device)
+    model_fps = args.model_fps or model.fps or DEFAULT_MODEL_FPS
+    LOGGER.info("clips sampled at %g fps (%s)", model_fps, "--model-fps" if args.model_fps else
+                "the preset's frame rate" if model.fps else "the preset does not say: default")
     find_boxes, timestamps = _box_finder(args, info)
-    plans = plan_keyframes(info, model.clip_len, model.stride, args.model_fps, args.every, timestamps,
+    plans = plan_keyframes(info, model.clip_len, model.stride, model_fps, args.every, timestamps,
                            args.video_start if args.boxes else 0.0)
     if not plans:
         raise DemoError(f"{info.path}: no keyframe inside the video")
@@ -449,6 +503,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.csv:
         summary["csv_rows"] = write_csv(args.csv, info.video_id, results, model.labelmap)
         summary["csv"] = str(args.csv)
+        summary["labelmap"] = str(write_csv_labelmap(args.csv, model.labelmap))
     summary["frames_written"] = write_annotated_video(info, overlays, args.out, args.every, args.snapshot,
                                                       args.snapshot_scale, progress=not args.no_progress)
     if args.snapshot:
@@ -471,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{summary['size'][0]}x{summary['size'][1]}, {summary['fps']:.3f} fps)")
     print(f"keyframes: {summary['keyframes']}, person boxes: {summary['boxes']}")
     if "csv" in summary:
-        print(f"predictions: {summary['csv']} ({summary['csv_rows']} rows)")
+        print(f"predictions: {summary['csv']} ({summary['csv_rows']} rows; class ids: {summary['labelmap']})")
     if "snapshot" in summary:
         print(f"snapshot: {summary['snapshot']}")
     return 0
