@@ -23,6 +23,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
+from stad.models.ava_labels import ava_v22_labelmap
 from stad.structures import LabelMap
 
 ACTIVATIONS = ("pose_softmax", "sigmoid")
@@ -253,21 +254,10 @@ def get_preset(name: str) -> ModelPreset:
     return _CACHE[name]
 
 
-def _labelmap(name: str) -> LabelMap:
-    """A shipped label map (the pbtxt reader and the toy classes live with the file formats / data)."""
-    if name == "toy_actors":
-        from stad.data.toy.actions import toy_labelmap
-
-        return toy_labelmap()
-    from stad.data.formats.labelmap import packaged_labelmap
-
-    return packaged_labelmap(name)
-
-
 def _ava_r50() -> Preprocessing:
     """ACAR-Net configs/AVA/SLOWFAST_R50_*.yaml (d684203): Scale 256, ToTensor 255, mean 0.45, std 0.225,
     TemporalCenterCrop(64, 2) = 32 frames 2 apart at AVA's 30 fps, pose softmax over 0..12."""
-    labels = _labelmap("ava_v2.2")
+    labels = ava_v22_labelmap()
     return Preprocessing(num_classes=60, mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), norm_value=255.0,
                          resize=256, clip_len=32, frame_stride=2, fps=30.0, activation="pose_softmax",
                          exclusive=AVA_POSE_INDICES, label_ids=labels.ids, label_names=labels.names)
@@ -328,11 +318,13 @@ def _cw_vitsf_acar() -> ModelPreset:
 
 @register_preset("toy_acar_vitsf_tiny")
 def _toy_acar_vitsf_tiny() -> ModelPreset:
-    """configs/toy/demo_acar.yaml (what `make demo` trains): 160x120 clips of 8 frames 4 apart."""
-    labels = _labelmap("toy_actors")
-    pre = Preprocessing(num_classes=len(labels), resize=(160, 120), clip_len=8, frame_stride=4, fps=30.0,
-                        activation="pose_softmax", exclusive=(0, 1, 2), label_ids=labels.ids,
-                        label_names=labels.names)
+    """configs/toy/demo_acar.yaml (what `make demo` trains): 160x120 clips of 8 frames 4 apart, classes 1..11.
+
+    The class names belong to the toy data (``stad.data.toy.actions``), which a model preset does not
+    import; the checkpoints of a toy run store them (their preset comes from the run's config).
+    """
+    pre = Preprocessing(num_classes=11, resize=(160, 120), clip_len=8, frame_stride=4, fps=30.0,
+                        activation="pose_softmax", exclusive=(0, 1, 2), label_ids=tuple(range(1, 12)))
     kwargs = {"backbone": "vitsf", "head": "acar", "vit": "vit_tiny", "vit_kwargs": {"img_size": 112, "num_frames": 8},
               "slowfast": "slowfast_tiny", "slowfast_kwargs": {}, "vit_frame_stride": 1,
               "head_kwargs": {"roi_size": 7, "reduce_dim": 64, "hidden_dim": 64, "depth": 2, "downsample": "none",

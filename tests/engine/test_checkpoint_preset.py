@@ -46,6 +46,7 @@ def test_toy_preset_states_what_the_demo_config_says(tmp_path):
     from_config = builders.preset_from_config(config)
     assert from_config.preprocessing.differences(preset.preprocessing) == []
     assert from_config.preprocessing.label_ids == preset.preprocessing.label_ids == tuple(range(1, 12))
+    assert from_config.preprocessing.label_names == toy_labelmap().names  # the run's config knows the names
     assert from_config.preprocessing.fps is None  # a config does not state the frame rate
     assert dict(from_config.model_kwargs) == dict(preset.model_kwargs)
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from stad.data.formats.labelmap import packaged_labelmap
 from stad.data.transforms import Normalize, ShortSideScale, ToTensor, from_acar_spec
+from stad.models.ava_labels import ava_v22_labelmap
 from stad.models.checkpoints import filter_acar_detector
 from stad.models.presets import (KNOWN_LAYOUTS, ModelPreset, Preprocessing, UnknownLayoutError, get_preset,
                                  infer_preset, list_presets)
@@ -60,8 +60,8 @@ def test_spatial_spec_builds_the_data_layers_transform():
     assert recipe.geometry.out == (341, 256) and recipe.norm_value == 1.0 and recipe.mean == pre.mean
 
 
-def test_ava_label_map_ships_with_the_package():
-    labels = packaged_labelmap("ava_v2.2")
+def test_ava_label_map_ships_with_the_package(tmp_path):
+    labels = ava_v22_labelmap()
     assert len(labels) == 60 and len(set(labels.ids)) == 60
     assert labels.ids[:13] == (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)  # the 13 pose classes
     assert (labels.ids[0], labels.names[0]) == (1, "bend/bow (at the waist)")
@@ -69,6 +69,12 @@ def test_ava_label_map_ships_with_the_package():
     assert dict(zip(labels.ids, labels.names))[79] == "talk to (e.g., self, a person, a group)"
     pre = get_preset("acar_slowfast_r50_ava").preprocessing
     assert pre.labelmap.ids == labels.ids and pre.labelmap.names == labels.names
+    # as a pbtxt (official dialect) the evaluator and the data layer read it back unchanged
+    from stad.data.formats.labelmap import read_labelmap, write_labelmap
+
+    write_labelmap(labels, tmp_path / "ava.pbtxt")
+    assert read_labelmap(tmp_path / "ava.pbtxt") == labels
+    assert labels.label_types[12:14] == ("PERSON_MOVEMENT", "OBJECT_MANIPULATION")
 
 
 def test_pose_softmax_activation():

@@ -72,15 +72,3 @@ def format_labelmap(labelmap: LabelMap, dialect: str = "label") -> str:
 def write_labelmap(labelmap: LabelMap, path: str | Path, dialect: str = "label") -> None:
     """Write ``labelmap`` atomically."""
     atomic_write_text(path, format_labelmap(labelmap, dialect))
-
-
-# Label maps shipped inside the package (stad/resources/), by name: nothing is downloaded at run time.
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
-PACKAGED_LABELMAPS = {"ava_v2.2": "ava_action_list_v2.2_for_activitynet_2019.pbtxt"}
-
-
-def packaged_labelmap(name: str) -> LabelMap:
-    """A label map shipped with the package: ``'ava_v2.2'`` = AVA v2.2's 60 evaluated classes (ActivityNet 2019)."""
-    if name not in PACKAGED_LABELMAPS:
-        raise KeyError(f"unknown packaged label map {name!r}; known: {', '.join(sorted(PACKAGED_LABELMAPS))}")
-    return read_labelmap(RESOURCES / PACKAGED_LABELMAPS[name])
