@@ -60,3 +60,47 @@ def test_float_pixels_without_normalisation_are_zero_padded():
     batch = collate_clips([a, b])
     assert batch.valid_fractions == [(1.0, 1.0), (0.75, 1.0 / 1.5)]
     assert batch.clips[1, ..., :3, :4].eq(3).all() and batch.clips[1].sum() == 3 * 2 * 3 * 4 * 3
+
+
+class _Recorder(torch.nn.Module):
+    """A two-argument model (no ``sizes``) unless ``accepts_sizes``; records what it gets."""
+
+    def __init__(self, accepts_sizes):
+        super().__init__()
+        self.accepts_sizes, self.seen = accepts_sizes, []
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, clips, boxes, **kw):
+        if kw and not self.accepts_sizes:
+            raise TypeError("unexpected sizes")
+        self.seen.append(kw.get("sizes"))
+        return torch.cat([b.sum(1, keepdim=True) * self.w * clips[i].mean() for i, b in enumerate(boxes)])
+
+
+def test_engine_passes_sizes_only_for_padded_batches():
+    from stad.engine.predictor import forward_batch
+
+    padded = collate_clips([_sample(8, 12, 2, 0), _sample(6, 10, 1, 1)])
+    equal = collate_clips([_sample(8, 12, 2, 0), _sample(8, 12, 1, 1)])
+    model = _Recorder(accepts_sizes=True)
+    assert forward_batch(model, padded).shape == (3, 3)
+    assert model.seen[-1] == padded.valid_fractions and model.seen[-1][1] == (0.75, 1.0 / 1.2)
+    old = _Recorder(accepts_sizes=False)  # a model written for the two-argument call still works unpadded
+    assert forward_batch(old, equal).shape == (3, 3) and old.seen == [None]
+
+
+def test_trainer_step_on_a_padded_batch_uses_sizes_and_backpropagates():
+    from stad.config import SchedulerConfig
+    from stad.engine.distributed import DistContext
+    from stad.engine.optim import WarmupLRSchedule
+    from stad.engine.trainer import Trainer
+
+    model = _Recorder(accepts_sizes=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(DistContext(), model, torch.nn.BCEWithLogitsLoss(), opt,
+                      WarmupLRSchedule(opt, SchedulerConfig(type="constant", base_lr=0.1), 1, 10),
+                      torch.amp.GradScaler("cpu", enabled=False), freeze_bn=False)
+    batch = collate_clips([_sample(8, 12, 2, 0), _sample(6, 10, 1, 1)])
+    before = model.w.detach().clone()
+    assert trainer.step([batch], 0) is not None
+    assert model.seen == [batch.valid_fractions] and not torch.equal(model.w.detach(), before)
