@@ -517,10 +517,11 @@ def default_transform(short_side: int | None = None, train: bool = False, mean: 
 
 def tta_transforms(short_sides: Sequence[int], flip: bool = True, mean: Sequence[float] = (0.45, 0.45, 0.45),
                          std: Sequence[float] = (0.225, 0.225, 0.225)) -> list[Compose]:
-    """One deterministic pipeline per (scale, flip) view for test-time augmentation.
+    """One deterministic pipeline per (scale, flip) view for test-time augmentation, scale-major
+    (configs use ACAR-Net's order instead: `acar_views`).
 
-    Run the dataset once per view (`ClipDataset.with_transform`) and average the class scores per
-    box: boxes keep their order and `ClipSample.orig_boxes` are the same in every view.
+    ``ClipDataset(..., views=tta_transforms(...))`` gives one `MultiViewSample` per keyframe and
+    `stad.engine.predictor.multiview_logits` averages each box's logits over the views, as ACAR-Net.
     """
     views = []
     for size in short_sides:
