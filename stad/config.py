@@ -64,7 +64,11 @@ class PathSpec:
 
 @dataclass(frozen=True)
 class TransformSpec:
-    """One augmentation step: ``type`` names it, ``kwargs`` are its arguments (a list = test-time views)."""
+    """One augmentation step: ``type`` names it, ``kwargs`` are its arguments.
+
+    A LIST of kwargs (val only, as ACAR-Net) makes test-time views: every combination over the
+    steps, in ACAR-Net's order, each box's logits averaged over the views (``builders.build_views``).
+    """
 
     type: str
     kwargs: Any = field(default_factory=dict)
