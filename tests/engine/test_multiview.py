@@ -204,3 +204,19 @@ def test_val_dataset_from_a_config_with_a_list_of_kwargs(frames):
     assert len(ds) == 3 and isinstance(ds[0], MultiViewSample) and len(ds[0].views) == 2
     with pytest.raises(ConfigError, match="only supports in val"):
         builders.build_dataset(config, config.val, train=True)
+
+
+def test_kept_boxes_and_their_place_match_acar_net():
+    """Golden from oracle_scripts/dump_acar_views.py: ACAR-Net's get_aug_info + get_bbox_after_aug for
+    scale / centre / corner crops / flips on three aspect ratios, thresholds 0 and 0.3."""
+    from tests.models.models_testutils import MANIFEST_DIR
+
+    gold = torch.load(MANIFEST_DIR / "golden" / "acar_view_boxes.pt", weights_only=False)
+    boxes = np.array(gold["boxes"], np.float32)
+    for r in gold["results"]:
+        (w, h), spec = r["frame_wh"], [(n, k) for n, k in r["view"]]
+        geometry = T.from_acar_spec(spec, train=False).sample(h, w).geometry
+        assert geometry.out == tuple(r["out_wh"]), r["view"]
+        kept = kept_in_view(boxes, geometry, r["threshold"])
+        assert kept.tolist() == r["kept"], (r["frame_wh"], r["view"], r["threshold"])
+        np.testing.assert_allclose(geometry.map_boxes(boxes)[kept], np.array(r["boxes"])[kept], atol=1e-6)
