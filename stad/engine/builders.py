@@ -118,31 +118,36 @@ def _read_weights(spec: PathSpec) -> dict:
     return state
 
 
-def filter_cw_vitsf(state_dict: dict) -> dict:
-    """The CW reference system's full model -> our dual-stream detector.
-
-    Its ``AVA_backbone`` holds the SlowFast as ``backbone.module`` and the VideoMAEv2 ViT as
-    ``backbone.submodule``; the head is ``head.module`` (all under DDP's ``module.``).
-    """
-    from stad.models.checkpoints import filter_videomae
-
-    sd = ckpt.strip_prefix(state_dict)
-    parts = {"backbone.module.": "backbone.slowfast.", "head.module.": "head."}
-    out = {parts[p] + k[len(p):]: v for k, v in sd.items() for p in parts if k.startswith(p)}
-    vit = {k[len("backbone.submodule."):]: v for k, v in sd.items() if k.startswith("backbone.submodule.")}
-    if not vit:
-        raise KeyError("not a CW VITSF checkpoint (no backbone.submodule.* keys)")
-    out.update({f"backbone.vit.{k}": v for k, v in filter_videomae(vit).items()})
-    return out
-
-
 def load_weights(model: nn.Module, checkpoint: dict, strict: bool = True) -> list[str]:
-    """Load a whole-model checkpoint: ours, ACAR-Net's AVA layout or the CW reference's VITSF layout."""
-    from stad.models.checkpoints import filter_acar_detector, unwrap_checkpoint
+    """Load a whole-model checkpoint: ours, ACAR-Net's AVA layout or the CW reference's VITSF layout
+    (``stad.models.checkpoints.filter_cw_vitsf``; the model must be built as that reference:
+    ``model.kwargs.fusion: cw_reference``, ``sub_kwargs.final_norm: false``)."""
+    from stad.models.checkpoints import filter_acar_detector, filter_cw_vitsf, unwrap_checkpoint
 
     state = unwrap_checkpoint(checkpoint, ("state_dict", "model"))
-    return ckpt.load_model_weights(model, state, strict=strict,
-                                   filters=(lambda sd: filter_acar_detector({"state_dict": sd}), filter_cw_vitsf))
+    try:
+        return ckpt.load_model_weights(model, state, strict=strict,
+                                       filters=(lambda sd: filter_acar_detector({"state_dict": sd}), filter_cw_vitsf))
+    except RuntimeError:
+        _explain_cw_mismatch(model, state)
+        raise
+
+
+def _explain_cw_mismatch(model: nn.Module, state: dict) -> None:
+    """A CW reference file that does not fit the model: name the keys after the filter, and the config keys."""
+    from stad.models.checkpoints import filter_cw_vitsf
+
+    try:
+        filtered = filter_cw_vitsf(state)
+    except KeyError:
+        return  # not that layout
+    own = set(ckpt.unwrap(model).state_dict())
+    missing, unexpected = sorted(own - set(filtered)), sorted(set(filtered) - own)
+    raise RuntimeError(f"the Chaotic World reference checkpoint does not fit the model: after filter_cw_vitsf "
+                       f"missing {missing[:5]} ({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)}). "
+                       "Build it as the reference (model.kwargs.fusion: cw_reference, model.backbone.sub_arch: "
+                       "vit_giant, sub_kwargs {img_size: 224, num_frames: 32, final_norm: false}; "
+                       "configs/chaotic_world/eval_VITSF_ACAR_HR2O_CW.yaml)") from None
 
 
 def _load_stream(module: nn.Module, state: dict, what: str, path: str, logger: logging.Logger) -> None:
@@ -352,7 +357,7 @@ def check_preprocessing(config: Config, preset: Any, reason: str, logger: loggin
     if getattr(config, "preprocessing_override", False):
         if logger is not None:
             logger.warning("preprocessing_override: evaluating with the config's preprocessing, which differs from "
-                           "the weights' (%s) in %d fields:\n%s", reason, len(diffs), "\n".join(lines))
+                           "the weights' (%s) in %d field(s):\n%s", reason, len(diffs), "\n".join(lines))
         return diffs
     raise ConfigError(f"the config's preprocessing disagrees with the weights' ({reason}):\n" + "\n".join(lines) +
                       "\nFix the config (the weights' values are right for them), or set "

@@ -135,3 +135,48 @@ def test_load_checked_weights(tmp_path, caplog):
     with pytest.raises(UnknownLayoutError, match="Known layouts: acar_slowfast_r50_ava"):
         builders.weights_preset({"state_dict": model.state_dict()}, "bare.pth")
     assert isinstance(ModelPreset.from_dict(state["preset"]), ModelPreset)
+
+
+def test_main_py_evaluation_refuses_mismatched_preprocessing_unless_overridden(tmp_path):
+    """Through main.py: a checkpoint of ours evaluated with another pixel scale fails naming the field;
+    ``--set preprocessing_override=true`` evaluates and logs the overridden field as a WARNING."""
+    import os
+    import subprocess
+    import sys
+
+    toy = tmp_path / "toy"
+    subprocess.run([sys.executable, "-m", "stad.data.toy", "--out", str(toy), "--seed", "0", "--size", "tiny",
+                    "--no-video", "--workers", "1"], check=True, cwd=ROOT, capture_output=True, stdin=subprocess.DEVNULL)
+    data = [f"train.root_path={toy}/frames", f"train.annotation_path={toy}/annotations/train.pkl",
+            f"val.root_path={toy}/frames", f"val.annotation_path={toy}/annotations/val.pkl",
+            f"val.eval_mAP.groundtruth={toy}/val.csv", f"val.eval_mAP.exclusions={toy}/val_excluded_timestamps.csv"]
+    config = toy_config(tmp_path, *TINY, *data, f"val.eval_mAP.labelmap={toy}/labelmap.pbtxt")
+    weights = ckpt.save_checkpoint(tmp_path / "ckpt_1.pth", epoch=1, model=builders.build_model(config),
+                                   config=config_to_dict(config))
+    config_path = tmp_path / "eval.yaml"
+    import yaml
+
+    config_path.write_text(yaml.safe_dump(config_to_dict(config)))
+    scale_1 = ("val.augmentation.spatial=[{type: Scale, kwargs: {resize: [64, 64]}}, "
+               "{type: ToTensor, kwargs: {norm_value: 1.}}]")
+
+    def main(*sets: str, result: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "main.py", "--config", str(config_path), "--nproc_per_node", "1",
+               "--set", "evaluate=True", "--set", f"resume_path={weights}", "--set", f"result_path={tmp_path / result}"]
+        for item in sets:
+            cmd += ["--set", item]
+        return subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)),
+                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+    refused = main(scale_1, result="refused")
+    assert refused.returncode != 0
+    assert "the config's preprocessing disagrees with the weights' (the preset stored in" in refused.stderr
+    assert "ToTensor.norm_value: config 1.0 vs weights 255.0" in refused.stderr
+    assert not list((tmp_path / "refused").glob("predict_epoch*.csv"))
+    overridden = main(scale_1, "preprocessing_override=true", result="overridden")
+    assert overridden.returncode == 0, overridden.stderr[-2000:]
+    log = (tmp_path / "overridden" / "log.txt").read_text()
+    assert "WARNING preprocessing_override" in log and "ToTensor.norm_value: config 1.0 vs weights 255.0" in log
+    assert (tmp_path / "overridden" / "predict_epoch1.csv").is_file()
+    matching = main(result="matching")
+    assert matching.returncode == 0 and "matches the weights" in (tmp_path / "matching" / "log.txt").read_text()
