@@ -211,12 +211,45 @@ def _eval_split(config: Config) -> tuple[str, TrainConfig | ValConfig]:
     return "train", config.train
 
 
+_ANNOTATION_FACTS: dict[tuple, tuple] = {}  # (path, mtime, size) -> (frame rate, idx_to_class): read once
+
+
+def _annotation_facts(path: str | None) -> tuple[float | None, list] | None:
+    """(frame rate if all elements share one, class table) of the ACAR pickle at ``path``; None if absent."""
+    import os
+
+    from stad.data.formats.acar_pkl import load_acar_object
+
+    try:
+        stat = os.stat(path) if path else None
+    except OSError:
+        stat = None
+    if stat is None:
+        return None
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _ANNOTATION_FACTS:
+        try:
+            elements, classes = load_acar_object(path)
+            rates = {float(e["frame_rate"]) for e in elements}
+        except (TypeError, KeyError, ValueError):  # FormatError is a ValueError; the preflight reports it
+            return None
+        _ANNOTATION_FACTS[key] = (rates.pop() if len(rates) == 1 else None, list(classes or []))
+    return _ANNOTATION_FACTS[key]
+
+
+def annotation_fps(config: Config) -> float | None:
+    """The frame rate of the split's annotation pickle (its elements' ``frame_rate``), if it has exactly one."""
+    _, split = _eval_split(config)
+    facts = _annotation_facts(split.annotation_path)
+    return facts[0] if facts else None
+
+
 def labelmap_from_config(config: Config) -> LabelMap | None:
     """Output index -> class id/name as a run of ``config`` writes them: the evaluation label map, else the
     annotation pickle's class table; ``None`` when neither file is there or neither has K classes."""
     from pathlib import Path
 
-    from stad.data.formats.acar_pkl import labelmap_from_classes, load_acar_object
+    from stad.data.formats.acar_pkl import labelmap_from_classes
     from stad.data.formats.labelmap import read_labelmap
 
     k = config.num_classes
@@ -226,9 +259,9 @@ def labelmap_from_config(config: Config) -> LabelMap | None:
         if len(table) == k:
             return table
     for split in (config.val, config.train):
-        if split is not None and split.annotation_path and Path(split.annotation_path).is_file():
-            classes = load_acar_object(split.annotation_path)[1]
-            table = labelmap_from_classes(classes) if classes else None
+        facts = _annotation_facts(split.annotation_path) if split is not None else None
+        if facts is not None:
+            table = labelmap_from_classes(facts[1]) if facts[1] else None
             if table is not None and len(table) == k:
                 return table
     return None
@@ -236,7 +269,8 @@ def labelmap_from_config(config: Config) -> LabelMap | None:
 
 def preprocessing_from_config(config: Config, labels: bool = True) -> Any:
     """The test-time :class:`stad.models.presets.Preprocessing` a config states (val section, else train):
-    its spatial steps, temporal crop, loss activation, class count and (``labels``) label map."""
+    its spatial steps, temporal crop, loss activation, class count and (``labels``: reading the files the
+    config names) the label map and the annotation pickle's frame rate."""
     from stad.data import transforms
     from stad.models.losses import ExclusiveSoftmaxBCELoss
     from stad.models.presets import Preprocessing
@@ -270,7 +304,8 @@ def preprocessing_from_config(config: Config, labels: bool = True) -> Any:
         if isinstance(criterion, ExclusiveSoftmaxBCELoss) else ()
     table = labelmap_from_config(config) if labels else None
     try:
-        return Preprocessing(num_classes=config.num_classes, clip_len=clip_len, frame_stride=stride, fps=None,
+        return Preprocessing(num_classes=config.num_classes, clip_len=clip_len, frame_stride=stride,
+                             fps=annotation_fps(config) if labels else None,
                              activation="pose_softmax" if exclusive else "sigmoid", exclusive=exclusive,
                              label_ids=table.ids if table else (), label_names=table.names if table else (), **values)
     except ValueError as err:

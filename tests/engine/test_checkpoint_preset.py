@@ -47,7 +47,7 @@ def test_toy_preset_states_what_the_demo_config_says(tmp_path):
     assert from_config.preprocessing.differences(preset.preprocessing) == []
     assert from_config.preprocessing.label_ids == preset.preprocessing.label_ids == tuple(range(1, 12))
     assert from_config.preprocessing.label_names == toy_labelmap().names  # the run's config knows the names
-    assert from_config.preprocessing.fps is None  # a config does not state the frame rate
+    assert from_config.preprocessing.fps is None  # the frame rate comes from the annotation pickle (absent here)
     assert dict(from_config.model_kwargs) == dict(preset.model_kwargs)
 
 
@@ -178,5 +178,6 @@ def test_main_py_evaluation_refuses_mismatched_preprocessing_unless_overridden(t
     log = (tmp_path / "overridden" / "log.txt").read_text()
     assert "WARNING preprocessing_override" in log and "ToTensor.norm_value: config 1.0 vs weights 255.0" in log
     assert (tmp_path / "overridden" / "predict_epoch1.csv").is_file()
+    assert ckpt.checkpoint_preset(torch.load(weights, weights_only=False)).preprocessing.fps == 30.0  # toy pickle
     matching = main(result="matching")
     assert matching.returncode == 0 and "matches the weights" in (tmp_path / "matching" / "log.txt").read_text()
