@@ -23,12 +23,14 @@ Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [N,K
 def set_train_mode(model: nn.Module, freeze_bn: bool, frozen: Sequence[nn.Module] = ()) -> None:
     """``model.train()``, keeping BatchNorm layers (``freeze_bn``) and ``frozen`` modules in eval mode.
 
-    A frozen backbone must not update BatchNorm statistics or apply dropout either.
+    A frozen backbone must not update BatchNorm statistics or apply dropout either. A BatchNorm
+    marked ``freeze_with_backbone = False`` (a head-side layer, e.g. the CW reference fusion's
+    ``vit_bn``, which the reference trains with the head) is left in training mode.
     """
     model.train()
     if freeze_bn:
         for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and getattr(module, "freeze_with_backbone", True):
                 module.eval()
     for module in frozen:
         module.eval()

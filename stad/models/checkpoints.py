@@ -10,6 +10,8 @@ Official layouts (manifests under tests/fixtures/manifests/, produced by running
 * VideoMAE / VideoMAEv2 fine-tuned: ``{"model" or "module": {...}}`` with ``patch_embed.*``,
   ``blocks.*``, ``fc_norm.*``, ``head.*`` (plus ``pos_embed`` when learned); pretrained:
   ``encoder.*`` (+ ``decoder.*``, ``encoder_to_decoder.*``, ``mask_token``).
+* Chaotic World reference system (VITSF): ``module.backbone.module.<slowfast>``,
+  ``module.backbone.submodule.<VideoMAEv2 ViT>``, ``module.head.module.<ACAR head + BN_vit, conv_auto>``.
 """
 from __future__ import annotations
 
@@ -108,6 +110,50 @@ def filter_videomae(checkpoint: Mapping, model: nn.Module | None = None) -> Stat
         elif vit is not None and out["pos_embed"].shape != vit.pos_embed.shape:
             old_grid = _infer_grid(out["pos_embed"].shape[1], vit.grid[0])
             out["pos_embed"] = resample_pos_embed(out["pos_embed"], old_grid, vit.grid)
+    return out
+
+
+# The CW reference's head.module.* keys that belong to our fusion (stad.models.fusion.ViTAdapterFusion)
+_CW_FUSION = {"BN_vit.": "fusion.vit_bn.", "conv_auto.": "fusion.vit_conv."}
+# ViT keys its forward never uses: the K710/80-class classifier and fc_norm (it returns the last block's
+# tokens as they are); our ViT stream is built without them (final_norm=False)
+_CW_VIT_UNUSED = ("head.", "fc_norm.", "norm.")
+
+
+def filter_cw_vitsf(checkpoint: Mapping) -> StateDict:
+    """Chaotic World reference system (github.com/jfightyr/SlowFast-Meet-ViT) full model -> our dual-stream
+    :class:`~stad.models.detector.ActionDetector` built with ``fusion="cw_reference"`` and a ViT with
+    ``final_norm=False`` (configs/chaotic_world/*.yaml).
+
+    Its ``AVA_model`` (saved from DDP, ``module.`` prefix, possibly inside ``state_dict``):
+
+    * ``backbone.module.*`` (ACAR-Net SlowFast) -> ``backbone.slowfast.*``;
+    * ``backbone.submodule.*`` (VideoMAEv2 ViT-g) -> ``backbone.vit.*`` through :func:`filter_videomae`;
+      its classifier ``head.*`` and ``fc_norm.*`` are dropped (the reference's forward never applies them);
+    * ``head.module.BN_vit.*`` / ``head.module.conv_auto.*`` -> ``fusion.vit_bn.*`` / ``fusion.vit_conv.*``;
+    * ``head.module.*`` -> ``head.*`` (ACAR head; ``conv_reduce`` reads [slow, fast, vit] channels as our
+      cw_reference fusion concatenates them, so no permutation is needed).
+
+    Keys outside these prefixes are kept unchanged, so a strict load names them.
+    """
+    sd = strip_prefix(unwrap_checkpoint(checkpoint, ("state_dict",)), "module.")
+    vit = {k[len("backbone.submodule."):]: v for k, v in sd.items() if k.startswith("backbone.submodule.")}
+    if not vit:
+        raise KeyError("not a Chaotic World VITSF checkpoint (no backbone.submodule.* keys)")
+    out: StateDict = {}
+    for key, value in sd.items():
+        if key.startswith("backbone.submodule."):
+            continue
+        if key.startswith("backbone.module."):
+            out["backbone.slowfast." + key[len("backbone.module."):]] = value
+        elif key.startswith("head.module."):
+            rest = key[len("head.module."):]
+            fused = next((new + rest[len(old):] for old, new in _CW_FUSION.items() if rest.startswith(old)), None)
+            out[fused or "head." + rest] = value
+        else:
+            out[key] = value
+    vit = {k: v for k, v in vit.items() if not k.startswith(_CW_VIT_UNUSED)}
+    out.update({f"backbone.vit.{k}": v for k, v in filter_videomae(vit).items()})
     return out
 
 

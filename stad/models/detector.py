@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from stad.models.fusion import DualStreamBackbone, TemporalPoolFusion
+from stad.models.fusion import DualStreamBackbone, TemporalPoolFusion, build_fusion
 from stad.models.heads import ACARHead, LinearHead
 from stad.models.neck import RoIBatch, RoINeck
 from stad.models.registry import create_model, get_entry, register_model
@@ -98,7 +98,7 @@ def build_action_model(backbone: str, head: str, num_classes: int, *,
                        vit_kwargs: dict[str, Any] | None = None, slowfast_kwargs: dict[str, Any] | None = None,
                        vit_frame_stride: int = 1, vit_input_size: tuple[int, int] | None = None,
                        jitter_scale: float = 0.0,
-                       fusion_size: tuple[int, int] | None = None) -> ActionDetector:
+                       fusion_size: tuple[int, int] | None = None, fusion: str = "temporal_pool") -> ActionDetector:
     """Build an :class:`ActionDetector`.
 
     Args:
@@ -111,6 +111,10 @@ def build_action_model(backbone: str, head: str, num_classes: int, *,
         head_kwargs: forwarded to the head (``in_channels`` is derived from the backbone).
         jitter_scale: training-time box jitter (ACAR-Net: 0.075).
         fusion_size: (H, W) of the fused grid (default: the largest backbone grid).
+        fusion: 'temporal_pool' (default: average over time, resize to one grid, concatenate in the
+            backbone's order) or 'cw_reference' (dual stream only: the Chaotic World reference system's
+            BatchNorm + valid 3x3 conv on the ViT map, [slow, fast, vit] on the SlowFast grid;
+            ``stad.models.fusion.ViTAdapterFusion``).
     """
     if head not in HEADS:
         raise KeyError(f"unknown head {head!r}; choose from {sorted(HEADS)}")
@@ -120,7 +124,7 @@ def build_action_model(backbone: str, head: str, num_classes: int, *,
     in_channels = sum(net.out_channels)
     head_module = HEADS[head](in_channels, num_classes, **(head_kwargs or {}))
     return ActionDetector(net, head_module, neck=RoINeck(jitter_scale=jitter_scale),
-                          fusion=TemporalPoolFusion(fusion_size))
+                          fusion=build_fusion(fusion, net, fusion_size))
 
 
 # ---- detector presets ------------------------------------------------------------------------

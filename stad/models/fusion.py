@@ -1,8 +1,10 @@
-"""Dual-stream backbone ("VITSF") and the temporal-pool-and-concat fusion used before the heads.
+"""Dual-stream backbone ("VITSF") and the fusions that turn its maps into the one map the heads use.
 
 Every backbone returns a list of 5-D maps ``[B, C_i, T_i, H_i, W_i]``. :class:`TemporalPoolFusion`
 averages each over time, resizes them to one spatial grid and concatenates the channels, giving
 the ``[B, sum C_i, H, W]`` map the RoI heads work on (ACAR-Net does the same inside its head).
+:class:`ViTAdapterFusion` is the Chaotic World reference system's variant (BatchNorm + valid 3x3
+convolution on the ViT map, [slow, fast, vit] on the SlowFast grid). ``build_fusion(name, ...)``.
 """
 from __future__ import annotations
 
@@ -76,3 +78,63 @@ class TemporalPoolFusion(nn.Module):
                 p = F.interpolate(p, size=size, mode=self.mode, **extra)
             resized.append(p)
         return resized[0] if len(resized) == 1 else torch.cat(resized, dim=1)
+
+
+class ViTAdapterFusion(nn.Module):
+    """The Chaotic World reference system's fusion (the first step of its ACAR head), ``"cw_reference"``.
+
+    Input: DualStreamBackbone's ``[vit, slow, fast]``. The ViT map goes through a BatchNorm3d
+    (``vit_bn``) and a ``(1, k, k)`` Conv3d without padding (``vit_conv``; k = 3 turns ViT-g's 16x16
+    cells at 224x224 into 14x14, SlowFast's grid there). Then every map is adaptively average-pooled
+    to ``(1, H, W)`` of the first SlowFast map (over all of time, and onto its spatial grid), and the
+    channels are concatenated as ``[slow, fast, vit]``: ``[B, C_slow + C_fast + C_vit, H, W]``.
+
+    The reference keeps these two layers in its head (``head.BN_vit``, ``head.conv_auto``);
+    :func:`stad.models.checkpoints.filter_cw_vitsf` maps them here. They are trained with the head:
+    ``vit_bn.freeze_with_backbone`` is False, so the engine's ``freeze_bn`` (which the reference
+    applies to its backbone only) leaves this BatchNorm in training mode.
+
+    Args:
+        vit_channels: channels of the ViT map (1408 for ViT-g).
+        kernel_size: spatial kernel of ``vit_conv`` (the reference: 3).
+    """
+
+    def __init__(self, vit_channels: int, kernel_size: int = 3):
+        super().__init__()
+        self.vit_bn = nn.BatchNorm3d(vit_channels)
+        self.vit_bn.freeze_with_backbone = False
+        self.vit_conv = nn.Conv3d(vit_channels, vit_channels, kernel_size=(1, kernel_size, kernel_size))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """[vit [B,Cv,Tv,Hv,Wv], slow [B,Cs,Ts,H,W], fast, ...] -> [B, Cs + Cf + ... + Cv, H, W]."""
+        if len(features) < 2 or any(f.ndim != 5 for f in features):
+            raise ValueError("ViTAdapterFusion needs [vit, slow, fast, ...] 5-D maps (DualStreamBackbone's output)")
+        vit, *others = features
+        maps = others + [self.vit_conv(self.vit_bn(vit))]
+        height, width = others[0].shape[-2:]
+        return torch.cat([F.adaptive_avg_pool3d(m, (1, height, width)).squeeze(2) for m in maps], dim=1)
+
+
+# name -> (factory(backbone, output_size) -> fusion); chosen by build_action_model(fusion=...)
+def _temporal_pool(backbone: nn.Module, output_size: tuple[int, int] | None) -> nn.Module:
+    return TemporalPoolFusion(output_size)
+
+
+def _cw_reference(backbone: nn.Module, output_size: tuple[int, int] | None) -> nn.Module:
+    if not isinstance(backbone, DualStreamBackbone):
+        raise ValueError("fusion 'cw_reference' adapts the ViT map of a dual-stream backbone ('vitsf'); "
+                         f"got {type(backbone).__name__}")
+    if output_size is not None:
+        raise ValueError("fusion 'cw_reference' fuses on the SlowFast grid; fusion_size must be None")
+    return ViTAdapterFusion(backbone.vit.out_channels[0])
+
+
+FUSIONS = {"temporal_pool": _temporal_pool, "cw_reference": _cw_reference}
+
+
+def build_fusion(name: str, backbone: nn.Module, output_size: tuple[int, int] | None = None) -> nn.Module:
+    """A fusion by name: ``temporal_pool`` (default, :class:`TemporalPoolFusion`) or ``cw_reference``
+    (:class:`ViTAdapterFusion`, the Chaotic World reference's [slow, fast, adapted ViT] on the slow grid)."""
+    if name not in FUSIONS:
+        raise ValueError(f"unknown fusion {name!r}; choose from {sorted(FUSIONS)}")
+    return FUSIONS[name](backbone, output_size)

@@ -306,7 +306,8 @@ def _cw_vitsf_acar() -> ModelPreset:
     """configs/chaotic_world/eval_VITSF_ACAR_HR2O_CW.yaml: ViT-g (all 32 frames) + SlowFast-R50 -> ACAR head."""
     pre = Preprocessing(num_classes=50, resize=(224, 224), clip_len=32, frame_stride=2, fps=25.0,
                         activation="sigmoid", label_ids=tuple(range(1, 51)))
-    kwargs = {"backbone": "vitsf", "head": "acar", "vit": "vit_giant", "vit_kwargs": {"img_size": 224, "num_frames": 32},
+    kwargs = {"backbone": "vitsf", "head": "acar", "vit": "vit_giant",
+              "vit_kwargs": {"img_size": 224, "num_frames": 32, "final_norm": False}, "fusion": "cw_reference",
               "slowfast": "slowfast_r50", "slowfast_kwargs": {"alpha": 4, "beta": 0.125, "fuse_only_conv": False,
                                                               "fuse_kernel_size": 7, "slow_full_span": True,
                                                               "frozen_bn": True},

@@ -155,13 +155,17 @@ class VisionTransformer3D(nn.Module):
         learned_pos_embed: learned ``pos_embed`` parameter instead of the fixed sin-cos table.
         drop_path_rate: stochastic depth, linearly increasing over blocks.
         grad_checkpointing: recompute block activations in backward to save memory.
+        final_norm: apply the final per-token LayerNorm ``norm``. ``False``: the map is the last
+            block's output as it is and the model has no ``norm`` parameters (the Chaotic World
+            reference's VideoMAEv2 stream returns its tokens so; docs/models.md).
     """
 
     def __init__(self, *, img_size: int = 224, num_frames: int = 16, patch_size: int = 16,
                  tubelet_size: int = 2, in_chans: int = 3, embed_dim: int = 768, depth: int = 12,
                  num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  learned_pos_embed: bool = False, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, norm_eps: float = 1e-6, grad_checkpointing: bool = False):
+                 drop_path_rate: float = 0.0, norm_eps: float = 1e-6, grad_checkpointing: bool = False,
+                 final_norm: bool = True):
         super().__init__()
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size, tubelet_size)
         self.grid: Grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
@@ -178,7 +182,8 @@ class VisionTransformer3D(nn.Module):
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rates[i], norm_eps)
             for i in range(depth))
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if final_norm else nn.Identity()
+        self.final_norm = final_norm
         self.grad_checkpointing = grad_checkpointing
         self.embed_dim = embed_dim
         self.out_channels = [embed_dim]
@@ -200,7 +205,7 @@ class VisionTransformer3D(nn.Module):
         return resample_pos_embed(self.pos_embed, self.grid, grid)
 
     def forward_tokens(self, clip: torch.Tensor) -> tuple[torch.Tensor, Grid]:
-        """clip [B, 3, T, H, W] -> normed tokens [B, L, C] and their grid (T', H', W')."""
+        """clip [B, 3, T, H, W] -> tokens [B, L, C] (normed unless ``final_norm=False``) and their grid (T', H', W')."""
         x, grid = self.patch_embed(clip)
         pos = self.pos_embed_for(grid)
         if not self.learned_pos_embed:

@@ -74,8 +74,22 @@ def _vit_values(vit: nn.Module) -> dict:
     patch, tubelet = vit.patch_embed.patch_size, vit.patch_embed.tubelet_size
     return {"vit.embed_dim": vit.embed_dim, "vit.depth": len(vit.blocks), "vit.num_heads": vit.blocks[0].attn.num_heads,
             "vit.patch_size": patch, "vit.tubelet_size": tubelet, "vit.img_size": vit.grid[1] * patch,
-            "vit.num_frames": vit.grid[0] * tubelet,
+            "vit.num_frames": vit.grid[0] * tubelet, "vit.final_norm": vit.final_norm,
             "vit.learnable": any(p.requires_grad for p in vit.parameters())}
+
+
+def _fusion_values(fusion: nn.Module) -> dict:
+    """How the dual stream's [vit, slow, fast] maps become the head's input, read from the fusion module."""
+    from stad.models.fusion import TemporalPoolFusion, ViTAdapterFusion
+
+    if isinstance(fusion, ViTAdapterFusion):
+        bn, conv = fusion.vit_bn, fusion.vit_conv
+        adapter = (f"BatchNorm3d({bn.num_features}) + Conv3d({conv.in_channels}, {conv.out_channels}, "
+                   f"{tuple(conv.kernel_size)}, padding {conv.padding[-1]})")
+        return {"fusion.order": ["slow", "fast", "vit"], "fusion.vit_adapter": adapter, "fusion.grid": "slow"}
+    assert isinstance(fusion, TemporalPoolFusion), type(fusion)
+    return {"fusion.order": ["vit", "slow", "fast"], "fusion.vit_adapter": None,  # the ViT map as it is
+            "fusion.grid": "largest" if fusion.output_size is None else list(fusion.output_size)}
 
 
 def _head_values(head: nn.Module) -> dict:
@@ -132,9 +146,7 @@ def our_values(path: str | Path) -> dict:
     if vit is not None:
         sub = config.model.backbone.subbackbone
         v.update(_vit_values(vit), **{"vit.pretrain": _base(sub and sub.path)})
-        v["fusion.order"] = ["vit", "slow", "fast"]
-        v["fusion.vit_adapter"] = None  # the ViT map goes to the fusion as it is
-        v["fusion.grid"] = "largest" if model.fusion.output_size is None else list(model.fusion.output_size)
+        v.update(_fusion_values(model.fusion))
     neck = config.model.neck.kwargs
     v.update({"neck.type": config.model.neck.type, "neck.bbox_jitter.num": (neck.get("bbox_jitter") or {}).get("num", 1),
               "neck.bbox_jitter.scale": model.neck.jitter_scale, "neck.num_classes": config.num_classes,

@@ -38,17 +38,6 @@ class Parity:
     same_keys: bool = True
 
 
-# The reference CW head is not ACAR-Net's: stad.models has no counterpart yet (a gap, not a choice).
-_CW_HEAD_GAP = "gap: stad.models' dual stream feeds [vit, slow, fast] to the fusion as they are; the reference " \
-               "head adapts the ViT map (BatchNorm3d + valid 3x3 Conv3d, 16x16 -> 14x14) and concatenates " \
-               "[slow, fast, vit] on the slow grid. Until the models add that, the released CW checkpoint " \
-               "does not load (unexpected head.BN_vit/conv_auto keys) and its conv_reduce input order differs"
-CW_GAPS = {
-    "fusion.order": Deviation(["slow", "fast", "vit"], ["vit", "slow", "fast"], _CW_HEAD_GAP),
-    "fusion.vit_adapter": Deviation("BatchNorm3d(1408) + Conv3d(1408, 1408, (1, 3, 3), padding 0)", None,
-                                    _CW_HEAD_GAP),
-    "fusion.grid": Deviation("slow", "largest", _CW_HEAD_GAP),
-}
 CW_RELEASED = Deviation("SFR50_VITG_ACAR_CWtrain_ckpt_12.pth.tar", "SFR50_VITG_ACAR_CWtrain_ckpt_11.pth.tar",
                         "the reference's YAML names ckpt_12, but the file it released (checkpoints/README.md, "
                         "26.62 val mAP) is ckpt_11")
@@ -100,15 +89,18 @@ SHIPPED: dict[str, Parity] = {
     "configs/ava/eval_SLOWFAST_R101_ACAR_HR2O_DEPTH1.yaml": Parity("acar_ava_eval_SLOWFAST_R101_ACAR_HR2O_DEPTH1"),
     "configs/ava_kinetics/evalAVA_SLOWFAST_R101_ACAR_HR2O_DEPTH1.yaml":
         Parity("acar_avakinetics_evalAVA_SLOWFAST_R101_ACAR_HR2O_DEPTH1"),
-    "configs/chaotic_world/VITSF_ACAR_HR2O_CW_train.yaml": Parity("cw_VITSF_ACAR_HR2O_CW_train", CW_GAPS),
+    # the CW model side (ViT adapter, [slow, fast, vit] on the slow grid, no final ViT norm) has no deviation:
+    # model.kwargs.fusion: cw_reference + sub_kwargs.final_norm: False; test_config_builds_the_official_layout
+    # loads the released file's key layout into each of them
+    "configs/chaotic_world/VITSF_ACAR_HR2O_CW_train.yaml": Parity("cw_VITSF_ACAR_HR2O_CW_train"),
     "configs/chaotic_world/VITSF_ACAR_HR2O_CW_train_resume.yaml":
-        Parity("cw_VITSF_ACAR_HR2O_CW_train_resume", {**CW_GAPS, "weights": CW_RELEASED}),
+        Parity("cw_VITSF_ACAR_HR2O_CW_train_resume", {"weights": CW_RELEASED}),
     "configs/chaotic_world/eval_VITSF_ACAR_HR2O_CW.yaml":
-        Parity("cw_eval_VITSF_ACAR_HR2O_CW", {**CW_GAPS, "weights": CW_RELEASED}),
+        Parity("cw_eval_VITSF_ACAR_HR2O_CW", {"weights": CW_RELEASED}),
     "configs/chaotic_world/VITSF_ACAR_HR2O_CW_train_sigmoid.yaml": Parity("cw_VITSF_ACAR_HR2O_CW_train", {
-        **CW_GAPS, "loss.pose_softmax": CW_SIGMOID, "eval.capacities": CW_CAP_STEP}),
+        "loss.pose_softmax": CW_SIGMOID, "eval.capacities": CW_CAP_STEP}),
     "configs/chaotic_world/eval_VITSF_ACAR_HR2O_CW_sigmoid.yaml": Parity("cw_eval_VITSF_ACAR_HR2O_CW", {
-        **CW_GAPS, "loss.pose_softmax": CW_SIGMOID, "eval.capacities": CW_CAP_STEP,
+        "loss.pose_softmax": CW_SIGMOID, "eval.capacities": CW_CAP_STEP,
         "weights": Deviation("SFR50_VITG_ACAR_CWtrain_ckpt_12.pth.tar", "last.pth",
                              "evaluates a model trained with VITSF_ACAR_HR2O_CW_train_sigmoid.yaml")}),
     "configs/multisports/SLOWFAST_R50_ACAR_HR2O_MS.yaml":
@@ -124,8 +116,13 @@ OURS = {
     "configs/toy/vitsf_acar_eval_proposals.yaml": "toy actors: evaluation with detector proposals",
 }
 
-# Official model-zoo layouts (tests/fixtures/manifests) the AVA configs must build exactly.
+# Official model layouts (tests/fixtures/manifests) the configs must build exactly: ACAR-Net's model zoo for
+# the AVA configs, the CW reference's released checkpoint for every Chaotic World config (one model for all).
+CW_MANIFEST = "cw_reference_vitsf"
 MANIFESTS = {
+    **{f"configs/chaotic_world/{name}.yaml": CW_MANIFEST
+       for name in ("eval_VITSF_ACAR_HR2O_CW", "VITSF_ACAR_HR2O_CW_train", "VITSF_ACAR_HR2O_CW_train_resume",
+                    "eval_VITSF_ACAR_HR2O_CW_sigmoid", "VITSF_ACAR_HR2O_CW_train_sigmoid")},
     "configs/ava/SLOWFAST_R50_ACAR_HR2O.yaml": "acar_ava_slowfast_r50_hr2o",
     "configs/ava/eval_SLOWFAST_R50_ACAR_HR2O.yaml": "acar_ava_slowfast_r50_hr2o",
     "configs/ava/SLOWFAST_R50_baseline.yaml": "acar_ava_slowfast_r50_linear",
@@ -208,16 +205,21 @@ def test_fixture_names_its_source(name):
 
 @pytest.mark.parametrize("path", sorted(MANIFESTS), ids=lambda p: Path(p).stem)
 def test_config_builds_the_official_layout(path):
-    """The model a config builds has exactly the key set of ACAR-Net's released model (after the filter)."""
-    from stad.models.checkpoints import filter_acar_detector
+    """The model a config builds has exactly the key set and shapes of the released model (after the filter:
+    ACAR-Net's model zoo, or the CW reference's SFR50_VITG_ACAR_CWtrain checkpoint), and loads it strictly."""
+    from stad.models.checkpoints import filter_acar_detector, filter_cw_vitsf
     from tests.models.models_testutils import load_manifest, meta_state_dict
 
     with torch.device("meta"):
         model = builders.build_model(load_config(ROOT / path))
-    official = filter_acar_detector({"state_dict": meta_state_dict(load_manifest(MANIFESTS[path]))})
+    released = {"state_dict": meta_state_dict(load_manifest(MANIFESTS[path]))}
+    official = filter_cw_vitsf(released) if MANIFESTS[path] == CW_MANIFEST else filter_acar_detector(released)
     ours = model.state_dict()
     assert set(ours) == set(official), (sorted(set(ours) - set(official))[:5], sorted(set(official) - set(ours))[:5])
     assert all(tuple(ours[k].shape) == tuple(v.shape) for k, v in official.items())
+    model.load_state_dict(official, strict=True)
+    if MANIFESTS[path] == CW_MANIFEST:  # what main.py runs on resume_path / pretrain
+        assert builders.load_weights(model, released, strict=True) == []
 
 
 def test_undeclared_drift_is_caught():

@@ -33,10 +33,12 @@ def test_cw_config_maps_to_dual_stream():
     cfg = load_config(ROOT / "configs" / "chaotic_world" / "VITSF_ACAR_HR2O_CW_train.yaml")
     kwargs = builders.model_kwargs(cfg)
     assert (kwargs["backbone"], kwargs["slowfast"], kwargs["vit"]) == ("vitsf", "slowfast_r50", "vit_giant")
-    assert kwargs["vit_kwargs"] == {"img_size": 224, "num_frames": 32} and "vit_frame_stride" not in kwargs
+    assert kwargs["vit_kwargs"] == {"img_size": 224, "num_frames": 32, "final_norm": False}
+    assert kwargs["fusion"] == "cw_reference" and "vit_frame_stride" not in kwargs
     with torch.device("meta"):  # ViT-g + R50 without allocating 4 GB
         model = builders.build_model(cfg)
     assert sum(model.backbone.out_channels) == 3712 == cfg.model.head.kwargs["width"]
+    assert type(model.fusion).__name__ == "ViTAdapterFusion"
 
 
 def test_width_mismatch_and_unknown_neck_keys_are_errors():
@@ -108,16 +110,19 @@ def test_weights_that_match_nothing_fail_clearly(tmp_path):
 
 
 def test_cw_reference_layout_checkpoint_loads(tmp_path):
-    """The CW reference system's full model: backbone.module (SlowFast), backbone.submodule (timm ViT)."""
-    cfg = _toy()
+    """The CW reference system's full model: backbone.module (SlowFast), backbone.submodule (timm ViT),
+    head.module (ACAR head with BN_vit / conv_auto) -> a model built with fusion cw_reference, no final ViT norm."""
+    cfg = _toy(["model.kwargs.fusion=cw_reference", "model.backbone.sub_kwargs.final_norm=false"])
     checkpoint.seed_everything(0)
     source = builders.build_model(cfg)
     sd = {f"module.backbone.module.{k}": v for k, v in source.backbone.slowfast.state_dict().items()}
-    vit = source.backbone.vit.state_dict()
-    sd.update({f"module.backbone.submodule.{'fc_norm' + k[4:] if k.startswith('norm.') else k}": v
-               for k, v in vit.items()})
+    sd.update({f"module.backbone.submodule.{k}": v for k, v in source.backbone.vit.state_dict().items()})
+    sd["module.backbone.submodule.fc_norm.weight"] = torch.ones(64)  # never applied by the reference: dropped
     sd["module.backbone.submodule.head.weight"] = torch.zeros(80, 64)  # timm classifier, dropped
     sd.update({f"module.head.module.{k}": v for k, v in source.head.state_dict().items()})
+    renames = {"vit_bn.": "BN_vit.", "vit_conv.": "conv_auto."}
+    sd.update({f"module.head.module.{renames[k[:k.index('.') + 1]]}{k[k.index('.') + 1:]}": v
+               for k, v in source.fusion.state_dict().items()})
     path = tmp_path / "SFR50_VITG_ACAR_CWtrain_ckpt_11.pth.tar"
     torch.save({"epoch": 11, "state_dict": sd}, path)
     checkpoint.seed_everything(1)

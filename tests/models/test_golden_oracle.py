@@ -100,3 +100,35 @@ def test_vit_matches_videomae_and_videomaev2_official():
         assert torch.allclose(tokens, gold["tokens_normed"], **TOL), (name, (tokens - gold["tokens_normed"]).abs().max())
         assert fmap.shape == (1, gold["kwargs"]["embed_dim"]) + grid
         assert torch.allclose(fmap.flatten(2).transpose(1, 2), gold["tokens_normed"], **TOL)
+
+
+def test_cw_reference_full_model_matches_official():
+    """The Chaotic World reference system's whole eval forward (SlowFast [1,1,1,1] + VideoMAEv2 ViT -> head with
+    BN_vit/conv_auto, [slow, fast, vit] on the slow grid -> HR2O), its weights loaded through filter_cw_vitsf.
+    Its code fixes 1408 ViT channels and a 16x16x16 token grid, so the tiny ViT keeps those (patch 4 on 64x64,
+    32 frames); the SlowFast grid is 4x4, so the adapted 14x14 ViT map is adaptively pooled onto it."""
+    from stad.models.checkpoints import filter_cw_vitsf
+    from stad.models.detector import ActionDetector
+    from stad.models.fusion import DualStreamBackbone, ViTAdapterFusion
+
+    gold = _golden("cw_reference_vitsf_tiny")
+    manifest = load_manifest("cw_reference_vitsf_tiny")
+    k, v, s = (manifest["notes"][n] for n in ("head_kwargs", "vit_kwargs", "slowfast_kwargs"))
+    vit = VisionTransformer3D(img_size=v["img_size"], num_frames=v["all_frames"], patch_size=v["patch_size"],
+                              tubelet_size=v["tubelet_size"], embed_dim=v["embed_dim"], depth=v["depth"],
+                              num_heads=v["num_heads"], mlp_ratio=v["mlp_ratio"], final_norm=False)
+    model = ActionDetector(DualStreamBackbone(vit, SlowFast((1, 1, 1, 1), frozen_bn=True, **s)),
+                           ACARHead(k["width"], k["num_classes"], **_acar_kwargs({**k, "roi_spatial": 7})),
+                           fusion=ViTAdapterFusion(v["embed_dim"])).eval()
+    model.load_state_dict(filter_cw_vitsf({"state_dict": random_state_dict(manifest, seed=gold["seed_weights"])}),
+                          strict=True)
+    clip = torch.randn(*gold["input_shape"], generator=torch.Generator().manual_seed(gold["input_seed"]))
+    assert torch.allclose(clip.sum(), gold["input_sum"])
+    with torch.no_grad():
+        vit_map, slow, fast = model.backbone(clip)
+        for name, ours in (("vit", vit_map), ("slow", slow), ("fast", fast)):
+            assert ours.shape == gold["feature_shapes"][name], name
+            assert torch.allclose(ours.double().sum(), gold["feature_sums"][name], rtol=1e-5), name
+        out = model.forward_head(model.fusion([vit_map, slow, fast]), gold["boxes"])
+    assert out.shape == gold["outputs"].shape == (5, 7)
+    assert torch.allclose(out, gold["outputs"], **TOL), (out - gold["outputs"]).abs().max()  # measured 2.1e-7
