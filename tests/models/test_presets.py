@@ -134,3 +134,15 @@ def test_preprocessing_validation_and_differences():
     c = Preprocessing(num_classes=3, clip_len=8, resize=(160, 120))
     assert [f for f, _, _ in a.differences(c)] == ["resize", "clip_len"]
     assert Preprocessing(num_classes=2).labelmap.names == ("class 1", "class 2")
+
+
+def test_infer_preset_on_the_released_cw_reference_keys():
+    """The Chaotic World reference's released file (manifest of its keys): preset inferred, loads strictly."""
+    from stad.models.checkpoints import filter_cw_vitsf
+
+    checkpoint = {"state_dict": meta_state_dict(load_manifest("cw_reference_vitsf"))}
+    preset, reason = infer_preset(checkpoint)
+    assert preset.name == "cw_vitsf_acar" and "40 ViT blocks" in reason
+    with torch.device("meta"):
+        model = preset.build_model()
+    model.load_state_dict(filter_cw_vitsf(checkpoint), strict=True)
