@@ -205,7 +205,7 @@ class ClipDataset(Dataset):
     def with_transform(self, transform: Compose) -> "ClipDataset":
         """A shallow copy reading the same keyframes through another transform (test-time views)."""
         other = copy.copy(self)
-        other.transform = transform
+        other.transform, other.views = transform, None  # one view: plain ClipSamples
         return other
 
     def close(self) -> None:

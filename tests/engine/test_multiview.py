@@ -111,6 +111,7 @@ def test_dataset_gives_every_view_from_one_decode(frames):
     one = ClipDataset(frames[1], frames_root=frames[0], clip_len=4, frame_stride=2,
                       views=T.acar_views([("Scale", {"resize": 32})] + NORM), num_classes=K)
     assert one.views is None and not isinstance(one[0], MultiViewSample)  # one view: plain samples
+    assert not isinstance(ds.with_transform(T.acar_views(SPEC)[1])[0], MultiViewSample)
 
 
 def test_collate_pads_each_view_and_batches_pickle(frames):
