@@ -304,8 +304,10 @@ def _linear_slowfast_r50_ava() -> ModelPreset:
 @register_preset("cw_vitsf_acar")
 def _cw_vitsf_acar() -> ModelPreset:
     """configs/chaotic_world/eval_VITSF_ACAR_HR2O_CW.yaml: ViT-g (all 32 frames) + SlowFast-R50 -> ACAR head."""
+    # The reference trained and evaluates with ACAR's ava_criterion(pose_softmax=True): a softmax over
+    # outputs 0..12 although CW's classes are not AVA's poses (the _sigmoid configs drop it).
     pre = Preprocessing(num_classes=50, resize=(224, 224), clip_len=32, frame_stride=2, fps=25.0,
-                        activation="sigmoid", label_ids=tuple(range(1, 51)))
+                        activation="pose_softmax", exclusive=AVA_POSE_INDICES, label_ids=tuple(range(1, 51)))
     kwargs = {"backbone": "vitsf", "head": "acar", "vit": "vit_giant",
               "vit_kwargs": {"img_size": 224, "num_frames": 32, "final_norm": False}, "fusion": "cw_reference",
               "slowfast": "slowfast_r50", "slowfast_kwargs": {"alpha": 4, "beta": 0.125, "fuse_only_conv": False,

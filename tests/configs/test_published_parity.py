@@ -235,17 +235,12 @@ def test_undeclared_drift_is_caught():
 
 
 # Weight presets (stad.models.presets) of the released files each published-name evaluation config is for.
-_CW_PRESET_GAP = pytest.mark.xfail(strict=True, reason=(
-    "stad.models.presets' cw_vitsf_acar says activation sigmoid, but the reference trained and evaluates its "
-    "released checkpoint with pose_softmax: True (eval_VITSF_ACAR_HR2O_CW.yaml); the preset is to follow the "
-    "published file"))
 PRESETS = [
     pytest.param("configs/ava/eval_SLOWFAST_R50_ACAR_HR2O.yaml", "acar_slowfast_r50_ava", id="ava_r50"),
     pytest.param("configs/ava/eval_SLOWFAST_R101_ACAR_HR2O_DEPTH1.yaml", "acar_slowfast_r101_ava", id="ava_r101"),
     pytest.param("configs/ava_kinetics/evalAVA_SLOWFAST_R101_ACAR_HR2O_DEPTH1.yaml", "acar_slowfast_r101_ava_kinetics",
                  id="ava_kinetics_r101"),
-    pytest.param("configs/chaotic_world/eval_VITSF_ACAR_HR2O_CW.yaml", "cw_vitsf_acar", id="cw",
-                 marks=_CW_PRESET_GAP),
+    pytest.param("configs/chaotic_world/eval_VITSF_ACAR_HR2O_CW.yaml", "cw_vitsf_acar", id="cw"),
 ]
 
 

@@ -81,9 +81,13 @@ def test_pose_softmax_activation():
     pre = get_preset("acar_slowfast_r50_ava").preprocessing
     scores = pre.activation_fn()(torch.randn(4, 60))
     assert torch.allclose(scores[:, :13].sum(1), torch.ones(4), atol=1e-5)
-    sigmoid = get_preset("cw_vitsf_acar").preprocessing.activation_fn()
+    # the CW reference kept ACAR's pose softmax over outputs 0..12 of its 50 classes
+    cw = get_preset("cw_vitsf_acar").preprocessing.activation_fn()
     logits = torch.randn(2, 50)
-    assert torch.allclose(sigmoid(logits), torch.sigmoid(logits))
+    assert torch.allclose(cw(logits)[:, :13].sum(1), torch.ones(2), atol=1e-5)
+    assert torch.allclose(cw(logits)[:, 13:], torch.sigmoid(logits[:, 13:]))
+    sigmoid = get_preset("linear_slowfast_r50_ava").preprocessing  # AVA presets all use the pose softmax
+    assert sigmoid.activation == "pose_softmax"
 
 
 @pytest.mark.parametrize("manifest", sorted(MANIFESTS))
