@@ -80,7 +80,7 @@ def check_config(config: Config) -> None:
 
 def _check_model(config: Config) -> None:
     from stad.engine import builders
-    from stad.models.detector import HEADS, build_action_model
+    from stad.models.action_model import HEADS, build_action_model
     from stad.models.registry import get_entry
 
     kwargs = builders.model_kwargs(config)

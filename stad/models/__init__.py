@@ -6,7 +6,7 @@ Entry points: :func:`build_action_model`, :func:`create_model` / :func:`list_mod
 :mod:`stad.models.presets`. See docs/models.md.
 """
 from stad.models.registry import create_model, list_models, register_model  # noqa: I001
-from stad.models.detector import ActionDetector, build_action_model, build_backbone
+from stad.models.action_model import ActionDetector, build_action_model, build_backbone
 from stad.models.checkpoints import (filter_acar_detector, filter_acar_head, filter_acar_slowfast,
                                      filter_videomae)
 from stad.models.losses import ExclusiveSoftmaxBCELoss, SigmoidBCELoss, build_loss

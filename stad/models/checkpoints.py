@@ -69,7 +69,7 @@ def filter_acar_head(checkpoint: Mapping) -> StateDict:
 
 
 def filter_acar_detector(checkpoint: Mapping) -> StateDict:
-    """ACAR-Net AVA model -> state dict of a SlowFast :class:`~stad.models.detector.ActionDetector`."""
+    """ACAR-Net AVA model -> state dict of a SlowFast :class:`~stad.models.action_model.ActionDetector`."""
     backbone, head = _acar_parts(checkpoint)
     return {**{f"backbone.{k}": v for k, v in backbone.items()}, **{f"head.{k}": v for k, v in head.items()}}
 
@@ -122,7 +122,7 @@ _CW_VIT_UNUSED = ("head.", "fc_norm.", "norm.")
 
 def filter_cw_vitsf(checkpoint: Mapping) -> StateDict:
     """Chaotic World reference system (github.com/jfightyr/SlowFast-Meet-ViT) full model -> our dual-stream
-    :class:`~stad.models.detector.ActionDetector` built with ``fusion="cw_reference"`` and a ViT with
+    :class:`~stad.models.action_model.ActionDetector` built with ``fusion="cw_reference"`` and a ViT with
     ``final_norm=False`` (configs/chaotic_world/*.yaml).
 
     Its ``AVA_model`` (saved from DDP, ``module.`` prefix, possibly inside ``state_dict``):

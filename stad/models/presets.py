@@ -198,7 +198,7 @@ class ModelPreset:
 
     def build_model(self):
         """A freshly initialised model of this preset (load the weights into it with strict=True)."""
-        from stad.models.detector import build_action_model
+        from stad.models.action_model import build_action_model
         from stad.models.registry import create_model
 
         kwargs = {"num_classes": self.preprocessing.num_classes, **dict(self.model_kwargs)}

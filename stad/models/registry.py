@@ -46,7 +46,7 @@ def register_model(name: str | None = None, *, kind: str = "backbone") -> Callab
 
 def _ensure_builtin_models() -> None:
     # Importing the modules runs their @register_model decorators.
-    from stad.models import detector, heads, slowfast, vit  # noqa: F401
+    from stad.models import action_model, heads, slowfast, vit  # noqa: F401
 
 
 def get_entry(name: str) -> ModelEntry:

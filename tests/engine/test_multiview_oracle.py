@@ -17,7 +17,7 @@ from stad.data.dataset import ClipDataset
 from stad.engine import builders
 from stad.engine.predictor import multiview_logits, predict_shard
 from stad.models.checkpoints import filter_acar_head, filter_acar_slowfast
-from stad.models.detector import ActionDetector
+from stad.models.action_model import ActionDetector
 from stad.models.heads import ACARHead
 from stad.models.slowfast import SlowFast
 from tests.engine.test_multiview import make_frames

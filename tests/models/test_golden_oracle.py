@@ -108,7 +108,7 @@ def test_cw_reference_full_model_matches_official():
     Its code fixes 1408 ViT channels and a 16x16x16 token grid, so the tiny ViT keeps those (patch 4 on 64x64,
     32 frames); the SlowFast grid is 4x4, so the adapted 14x14 ViT map is adaptively pooled onto it."""
     from stad.models.checkpoints import filter_cw_vitsf
-    from stad.models.detector import ActionDetector
+    from stad.models.action_model import ActionDetector
     from stad.models.fusion import DualStreamBackbone, ViTAdapterFusion
 
     gold = _golden("cw_reference_vitsf_tiny")

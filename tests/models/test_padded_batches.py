@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from stad.models.checkpoints import filter_acar_head
-from stad.models.detector import ActionDetector
+from stad.models.action_model import ActionDetector
 from stad.models.fusion import TemporalPoolFusion
 from stad.models.heads import ACARHead, LinearHead, acar_per_clip_reference
 from stad.models.neck import RoIBatch, RoINeck
