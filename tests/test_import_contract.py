@@ -6,7 +6,8 @@
   project modules it imports;
 - only detect/detector.py imports ultralytics;
 - library packages never import applications (the demos, the report, the video visualiser, the
-  demo tracker).
+  demo tracker: stad.apps, and the aliases stad.demo / stad.demo_pipeline / stad.report_demo);
+- no library module of stad imports detect (detect may use stad's stage-neutral modules: no circle).
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-APPLICATIONS = ("stad.demo", "stad.demo_pipeline", "stad.report_demo", "stad.visualize", "stad.tracking", "stad.apps",
-                "tools")
-LIBRARY = ("stad.data", "stad.models", "stad.engine", "stad.evaluation", "stad.config", "stad.structures",
-           "stad.io_utils", "detect")
+# the applications (stad/apps/: demo, pipeline, report, video visualiser, demo tracker) and the CLI aliases
+# that keep their old names (`python -m stad.demo` etc.: modules that only call the app's main)
+APPLICATIONS = ("stad.apps", "stad.demo", "stad.demo_pipeline", "stad.report_demo", "tools")
+STAD_LIBRARY = ("stad.data", "stad.models", "stad.engine", "stad.evaluation", "stad.config", "stad.structures",
+                "stad.io_utils")
+LIBRARY = STAD_LIBRARY + ("detect",)
 
 
 def _module_name(path: Path) -> str:
@@ -96,6 +99,7 @@ def test_the_walker_sees_lazy_and_relative_imports():
     (("stad.models",), ("stad.data", "stad.engine", "detect")),
     (("detect",), ("stad.models", "stad.engine")),
     (LIBRARY, APPLICATIONS),
+    (STAD_LIBRARY, ("detect",)),
 ])
 def test_layering(sources, forbidden):
     assert _violations(sources, forbidden) == []
@@ -111,3 +115,9 @@ def test_the_evaluator_never_reaches_torch(entry):
     reached = _reachable(entry) | {m for m in _modules() if _within(m, ("stad.evaluation",))}
     offenders = sorted(f"{m} imports {n}" for m in reached for n in imports_of(m) if _within(n, ("torch",)))
     assert offenders == []
+
+
+@pytest.mark.parametrize("alias, app", [("stad.demo", "stad.apps.demo"), ("stad.demo_pipeline", "stad.apps.demo_pipeline"),
+                                        ("stad.report_demo", "stad.apps.report_demo")])
+def test_cli_aliases_only_call_the_app(alias, app):
+    assert imports_of(alias) == frozenset({"sys", app, f"{app}.main"})

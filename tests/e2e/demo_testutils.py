@@ -65,7 +65,7 @@ def tiny_model(tmp: Path, labelmap: bool = True) -> tuple[Path, Path]:
 
 def write_test_video(path: Path, width: int = 161, height: int = 121, fps: int = 25, seconds: float = 2.0) -> Path:
     """An H.264 video with two moving rectangles ("persons") on a textured background."""
-    from stad.visualize import Mp4Writer
+    from stad.apps.visualize import Mp4Writer
 
     rng = np.random.default_rng(0)
     background = rng.integers(60, 120, (height, width, 3), dtype=np.uint8)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stad.demo import DemoError, VideoInfo, plan_keyframes, probe_video, read_boxes_csv
+from stad.apps.demo import DemoError, VideoInfo, plan_keyframes, probe_video, read_boxes_csv
 from tests.e2e.demo_testutils import probe, run_cli, tiny_model, write_test_video
 
 
@@ -140,7 +140,7 @@ def test_acar_model_zoo_weights_alone_give_ava_outputs(tmp_path, narrow_acar_r50
     """`--weights <ACAR-Net file>` and no config: preset inferred from the keys; AVA class ids and names."""
     import logging
 
-    from stad import demo
+    from stad.apps import demo
     from stad.data.formats.labelmap import read_labelmap
 
     video = write_test_video(tmp_path / "my.mp4", width=96, height=72, fps=30, seconds=2.0)
@@ -164,7 +164,7 @@ def test_acar_model_zoo_weights_alone_give_ava_outputs(tmp_path, narrow_acar_r50
 
 def test_config_disagreeing_with_acar_weights_is_a_clear_error(tmp_path, narrow_acar_r50, capsys):
     """The bug the presets guard against: R50 weights with the R101 normalisation, through the demo."""
-    from stad import demo
+    from stad.apps import demo
     from stad.config import config_to_dict, load_config
 
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / "ava" / "eval_SLOWFAST_R50_ACAR_HR2O.yaml",

@@ -11,7 +11,7 @@ import pickle
 
 import pytest
 
-from stad.demo_pipeline import PROPOSAL_MIN_SCORE
+from stad.apps.demo_pipeline import PROPOSAL_MIN_SCORE
 from tests.e2e.demo_testutils import ROOT, TINY_SETS, probe, run_cli
 
 STAGES = ("data", "proposals", "detector_eval", "train_acar", "eval_acar_det", "train_linear", "train_linear_e2e",

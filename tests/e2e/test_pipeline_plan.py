@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from stad import demo_pipeline
-from stad.demo_pipeline import Pipeline, parse_args, run_pipeline
+from stad.apps import demo_pipeline
+from stad.apps.demo_pipeline import Pipeline, parse_args, run_pipeline
 
 
 class RecordingPipeline(Pipeline):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from stad.data.toy.actions import CLASSES
-from stad.report_demo import build_report, format_markdown
+from stad.apps.report_demo import build_report, format_markdown
 
 INTERACTION_IDS = (8, 9, 10, 11)
 

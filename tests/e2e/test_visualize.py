@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from stad.structures import Boxes
-from stad.tracking import IouTracker, greedy_match
-from stad.visualize import Mp4Writer, Overlay, draw_overlay, overlay_at, top_actions
+from stad.apps.tracking import IouTracker, greedy_match
+from stad.apps.visualize import Mp4Writer, Overlay, draw_overlay, overlay_at, top_actions
 from tests.e2e.demo_testutils import probe
 
 

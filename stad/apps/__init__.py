@@ -1,0 +1,14 @@
+"""Applications: thin command-line programs over the library (never imported by it).
+
+=====================  ==========================================================================
+``demo``               any video -> person boxes -> `stad.engine.inference.Predictor` -> annotated MP4 + CSV
+``demo_pipeline``      ``make demo``: the whole two-stage pipeline on the toy data, stage by stage
+``report_demo``        the demo's report (Markdown, JSON, PNG) from the pipeline's outputs
+``visualize``          overlays (boxes, person ids, actions) and the MP4 writer
+``tracking``           the demo's greedy IoU tracker (person ids across keyframes)
+=====================  ==========================================================================
+
+``python -m stad.demo``, ``python -m stad.demo_pipeline`` and ``python -m stad.report_demo`` are aliases
+of ``python -m stad.apps.<name>``. The library (`stad.data`, `stad.models`, `stad.engine`,
+`stad.evaluation`, `detect`, ...) never imports this package (tests/test_import_contract.py).
+"""
