@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from stad.data.formats.acar_pkl import read_acar_pkl
-from stad.data.transforms import Compose, Normalization, ToTensor
+from stad.data.transforms import Compose, Normalization, Recipe, ToTensor
 from stad.data.video import clip_indices, make_source
-from stad.structures import Keyframe, LabelMap
+from stad.structures import Boxes, Keyframe, LabelMap
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,42 @@ def kept_in_view(boxes: np.ndarray, geometry: object, threshold: float = 0.0) ->
     top, bottom = (np.clip(b[:, i], crop[1], crop[3]) for i in (1, 3))
     area = (b[:, 3] - b[:, 1]) * (b[:, 2] - b[:, 0])
     return (bottom - top) * (right - left) > area * threshold
+
+
+def clip_sample(frames_bgr: Sequence[np.ndarray], recipe: Recipe, key: tuple[str, int], boxes: Boxes,
+                targets: np.ndarray, orig_size: tuple[int, int]) -> ClipSample:
+    """One keyframe's `ClipSample` from its decoded frames: the one place pixels and boxes meet a recipe.
+
+    Args:
+        frames_bgr: T BGR ``uint8 [h, w, 3]`` frames (source size, or already ``recipe.geometry.resize``).
+        recipe: the drawn transform (`Compose.sample`); boxes: the keyframe's N normalised source boxes.
+        targets: float ``[N, K]`` multi-hot (zeros at inference); orig_size: source ``(height, width)``.
+    """
+    return ClipSample(pixels=recipe.render_uint8(frames_bgr), norm=recipe.normalization,
+                      boxes=torch.from_numpy(recipe.map_boxes(boxes.xyxy)), targets=torch.from_numpy(targets),
+                      box_scores=torch.from_numpy(boxes.scores.copy()), key=key,
+                      person_ids=torch.from_numpy(boxes.ids.copy()), orig_size=(int(orig_size[0]), int(orig_size[1])),
+                      orig_boxes=torch.from_numpy(boxes.xyxy.copy()))
+
+
+def multiview_sample(frames_bgr: Sequence[np.ndarray], recipes: Sequence[Recipe], key: tuple[str, int], boxes: Boxes,
+                     targets: np.ndarray, orig_size: tuple[int, int], threshold: float = 0.0) -> MultiViewSample:
+    """Every view (one recipe each) of one keyframe from the same decoded frames; per view the boxes it keeps
+    (`kept_in_view`, ACAR-Net's ``aug_threshold`` = ``threshold``)."""
+    views = tuple(clip_sample(frames_bgr, r, key, boxes, targets, orig_size) for r in recipes)
+    return MultiViewSample(views, tuple(kept_in_view(boxes.xyxy, r.geometry, threshold) for r in recipes))
+
+
+def sample_from_frames(frames_bgr: Sequence[np.ndarray], key: tuple[str, int], boxes: Boxes, num_classes: int,
+                       views: Sequence[Compose], view_threshold: float = 0.0) -> ClipSample | MultiViewSample:
+    """An inference sample (zero targets) from decoded source frames: a `ClipSample` through the one
+    test-time transform of ``views``, or a `MultiViewSample` through each of several (deterministic) views."""
+    height, width = frames_bgr[0].shape[:2]
+    recipes = [view.sample(height, width, np.random.default_rng(0)) for view in views]
+    targets = np.zeros((len(boxes), num_classes), np.float32)
+    if len(recipes) == 1:
+        return clip_sample(frames_bgr, recipes[0], key, boxes, targets, (height, width))
+    return multiview_sample(frames_bgr, recipes, key, boxes, targets, (height, width), view_threshold)
 
 
 _WORKER_SETUP_DONE = False
@@ -263,15 +299,9 @@ class ClipDataset(Dataset):
         recipe = self.transform.sample(height, width, rng)
         reduction = recipe.geometry.decode_reduction() if self.fast_decode and not self.from_video else 1
         pixels = self.source.read_frames(kf.video, kf.format_str, frames, reduction, recipe.geometry.resize)
-        clip = recipe.render_uint8(pixels)  # RGB uint8 [3, T, H, W]; normalised per batch
-        boxes = recipe.map_boxes(kf.boxes.xyxy)
         keep = self._visible(kf, recipe)
-        targets = kf.multi_hot(self.num_classes)
-        return ClipSample(pixels=clip, norm=recipe.normalization, boxes=torch.from_numpy(boxes[keep]),
-                          targets=torch.from_numpy(targets[keep]),
-                          box_scores=torch.from_numpy(kf.boxes.scores[keep].copy()), key=kf.key,
-                          person_ids=torch.from_numpy(kf.boxes.ids[keep].copy()), orig_size=(int(height), int(width)),
-                          orig_boxes=torch.from_numpy(kf.boxes.xyxy[keep].copy()))
+        return clip_sample(pixels, recipe, kf.key, kf.boxes[keep], kf.multi_hot(self.num_classes)[keep],
+                           (height, width))
 
     def _sample_views(self, index: int) -> MultiViewSample:
         """Every view of keyframe ``index`` from one decode of its frames (at the finest DCT reduction
@@ -283,15 +313,8 @@ class ClipDataset(Dataset):
         reduction = (min(r.geometry.decode_reduction() for r in recipes)
                      if self.fast_decode and not self.from_video else 1)
         pixels = self.source.read_frames(kf.video, kf.format_str, frames, reduction)
-        targets = torch.from_numpy(kf.multi_hot(self.num_classes))
-        samples = tuple(ClipSample(
-            pixels=recipe.render_uint8(pixels), norm=recipe.normalization,
-            boxes=torch.from_numpy(recipe.map_boxes(kf.boxes.xyxy)), targets=targets,
-            box_scores=torch.from_numpy(kf.boxes.scores.copy()), key=kf.key,
-            person_ids=torch.from_numpy(kf.boxes.ids.copy()), orig_size=(int(height), int(width)),
-            orig_boxes=torch.from_numpy(kf.boxes.xyxy.copy())) for recipe in recipes)
-        keep = tuple(kept_in_view(kf.boxes.xyxy, r.geometry, self.view_threshold) for r in recipes)
-        return MultiViewSample(samples, keep)
+        return multiview_sample(pixels, recipes, kf.key, kf.boxes, kf.multi_hot(self.num_classes), (height, width),
+                                self.view_threshold)
 
     def _visible(self, kf: Keyframe, recipe: object) -> np.ndarray:
         if self.min_visible <= 0 or not len(kf.boxes):

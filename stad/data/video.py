@@ -21,8 +21,10 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -286,6 +288,70 @@ class FrameFolderSource(_ThreadedSource):
         return img
 
 
+@dataclass(frozen=True)
+class VideoInfo:
+    """What one probe of a video file says: frame count, frame rate (exact) and size of its first video stream."""
+
+    path: Path
+    num_frames: int
+    fps: Fraction
+    width: int
+    height: int
+
+    @property
+    def video_id(self) -> str:
+        """The file stem (the video id of AVA-style CSVs)."""
+        return self.path.stem
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / float(self.fps)
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame count, frame rate and size of the first video stream (frames counted by decoding when the
+    container does not say). `FrameReadError` naming the file if it is missing or not a readable video."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise FrameReadError(f"{path}: no such file")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise FrameReadError(f"{path}: not a video file (no video stream)")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            count = int(stream.frames or 0)
+            if count <= 0:  # containers without a frame count: count by decoding
+                count = sum(1 for _ in container.decode(stream))
+            width, height = stream.codec_context.width, stream.codec_context.height
+    except FrameReadError:
+        raise
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
+        raise FrameReadError(f"{path}: not a readable video file ({error})") from None
+    if count <= 0 or not width or not height:
+        raise FrameReadError(f"{path}: the video stream has no decodable frames")
+    return VideoInfo(path, count, Fraction(rate) if rate else Fraction(30), int(width), int(height))
+
+
+def iter_video_frames(path: str | Path, decoder_threads: int = 0) -> Iterator[np.ndarray]:
+    """Every frame of the first video stream once, in decoding order, as BGR ``uint8 [H, W, 3]`` (frame
+    ``n`` of `VideoFileSource` is the n-th one). ``decoder_threads``: 0 = FFmpeg's automatic threading."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if decoder_threads != 1:
+                stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = decoder_threads
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="bgr24")
+    except av.FFmpegError as error:
+        raise FrameReadError(f"{path}: decoding failed ({error})") from None
+
+
 def _to_bgr(frame, resize: tuple[int, int] | None) -> np.ndarray:
     """A decoded ``av.VideoFrame`` -> BGR ``uint8 [H, W, 3]`` resized to ``resize`` (any thread)."""
     return resize_frame(frame.to_ndarray(format="bgr24"), resize)
@@ -398,21 +464,13 @@ class VideoFileSource(_ThreadedSource):
         return self._paths[video]
 
     def info(self, video: str) -> tuple[int, float, tuple[int, int]]:
-        """(num_frames, fps, (height, width)) of the video's first video stream."""
+        """(num_frames, fps, (height, width)) of the video's first video stream (`probe_video`)."""
         if video not in self._info:
-            import av
-
-            path = self.video_path(video)
             try:
-                with av.open(str(path)) as container:
-                    stream = container.streams.video[0]
-                    fps = float(stream.average_rate or stream.guessed_rate or 30)
-                    count = int(stream.frames or 0)
-                    if count <= 0:  # container without a frame count: count by decoding
-                        count = sum(1 for _ in container.decode(stream))
-                    self._info[video] = (count, fps, (stream.codec_context.height, stream.codec_context.width))
-            except av.FFmpegError as error:
-                raise FrameReadError(f"{path}: cannot open video ({error})") from None
+                probed = probe_video(self.video_path(video))
+            except FrameReadError as error:
+                raise FrameReadError(f"cannot open video: {error}") from None
+            self._info[video] = (probed.num_frames, float(probed.fps), (probed.height, probed.width))
         return self._info[video]
 
     def num_frames(self, video: str, format_str: str = "") -> int:

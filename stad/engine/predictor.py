@@ -114,6 +114,46 @@ def multiview_logits(model: nn.Module, batch: Any) -> tuple[torch.Tensor, list[n
     return averaged, [k.numpy() for k in torch.split(present, counts)]
 
 
+@dataclass(frozen=True)
+class BatchScores:
+    """One batch through the model: the single path from pixels + boxes to scores.
+
+    Attributes:
+        logits: float ``[M, K]`` (multi-view: averaged over the views that keep each box).
+        scores: float32 numpy ``[M, K]``: ``activation(logits)``.
+        boxes: per clip float ``[M_i, 4]`` (CPU) normalised xyxy in the original frame, as given.
+        kept: per clip bool numpy ``[N_i]``: which of its boxes have rows (all, except boxes no view keeps).
+    """
+
+    logits: torch.Tensor
+    scores: np.ndarray
+    boxes: list[torch.Tensor]
+    kept: list[np.ndarray]
+
+    @property
+    def counts(self) -> list[int]:
+        """Rows per clip ``M_i``."""
+        return [len(b) for b in self.boxes]
+
+
+@torch.no_grad()
+def score_batch(model: nn.Module, batch: Any, activation: Callable) -> BatchScores:
+    """Scores for every box of a `ClipBatch` (`forward_batch`) or `MultiViewBatch` (`multiview_logits`),
+    already on the model's device; `predict_shard` (main.py evaluation) and
+    `stad.engine.inference.Predictor` (the demo, streaming) both score through this function."""
+    # the boxes as given in the annotation, not as transformed into the clip
+    boxes = [b.detach().cpu().float().reshape(-1, 4) for b in getattr(batch, "orig_boxes", batch.boxes)]
+    if hasattr(batch, "views"):  # test-time views: boxes no view kept are dropped
+        logits, kept = multiview_logits(model, batch)
+        boxes = [b[torch.from_numpy(k)] for b, k in zip(boxes, kept)]
+    else:
+        logits, kept = forward_batch(model, batch), [np.ones(len(b), bool) for b in boxes]
+    scores = activation(logits.float()).cpu().numpy().astype(np.float32)
+    if scores.shape[0] != sum(len(b) for b in boxes):
+        raise RuntimeError(f"model returned scores {scores.shape} for {sum(len(b) for b in boxes)} boxes")
+    return BatchScores(logits.float(), scores, boxes, kept)
+
+
 @torch.no_grad()
 def predict_shard(model: nn.Module, loader: Any, indices: Sequence[int], activation: Callable, device: torch.device,
                   num_classes: int, progress: Any = None, criterion: Callable | None = None) -> Shard:
@@ -129,28 +169,19 @@ def predict_shard(model: nn.Module, loader: Any, indices: Sequence[int], activat
         batch_indices = list(indices[offset:offset + n_clips])
         offset += n_clips
         batch = batch.to(device)
-        # write the boxes as given in the annotation, not as transformed into the clip
-        boxes = [b.detach().cpu().float().reshape(-1, 4) for b in getattr(batch, "orig_boxes", batch.boxes)]
-        targets = batch.targets if criterion is not None else None
-        if hasattr(batch, "views"):  # test-time views: boxes no view kept are dropped
-            logits, kept = multiview_logits(model, batch)
-            boxes = [b[torch.from_numpy(k)] for b, k in zip(boxes, kept)]
-            if targets is not None:
-                targets = [t[torch.as_tensor(k, device=t.device)] for t, k in zip(targets, kept)]
-        else:
-            logits = forward_batch(model, batch)
-        scores = activation(logits.float()).cpu().numpy().astype(np.float32)
-        counts = [len(b) for b in boxes]
-        if scores.shape != (sum(counts), num_classes):
-            raise RuntimeError(f"model returned scores {scores.shape}, expected ({sum(counts)}, {num_classes})")
+        scored = score_batch(model, batch, activation)
+        counts = scored.counts
+        if scored.scores.shape != (sum(counts), num_classes):
+            raise RuntimeError(f"model returned scores {scored.scores.shape}, expected ({sum(counts)}, {num_classes})")
         if criterion is not None:  # ACAR's val.with_label: per-clip loss, padding removed at merge
-            loss_sums.extend(_clip_losses(criterion, logits.float(), targets, counts))
+            targets = [t[torch.as_tensor(k, device=t.device)] for t, k in zip(batch.targets, scored.kept)]
+            loss_sums.extend(_clip_losses(criterion, scored.logits, targets, counts))
         parts.append(Predictions(
             sample_index=np.repeat(np.asarray(batch_indices, np.int64), counts),
             videos=tuple(str(key[0]) for key, n in zip(batch.keys, counts) for _ in range(n)),
             timestamps=np.repeat(np.asarray([int(k[1]) for k in batch.keys], np.int64), counts),
-            boxes=torch.cat(boxes).numpy() if boxes else np.zeros((0, 4), np.float32),
-            scores=scores,
+            boxes=torch.cat(scored.boxes).numpy() if scored.boxes else np.zeros((0, 4), np.float32),
+            scores=scored.scores,
             occurrence=np.repeat(np.arange(offset - n_clips, offset, dtype=np.int64), counts)))
         if progress is not None:
             progress.update(1)

@@ -133,6 +133,34 @@ def _keyframes():
             Keyframe("vid", 903, Boxes.empty(), (), 91, 46, 91, "image_%06d.jpg", 30.0)]
 
 
+def test_person_boxes_csv_reads_gt_and_proposal_rows(tmp_path):
+    """The demo's --boxes file: GT rows give score 1 and the person id, proposal rows their score."""
+    path = tmp_path / "b.csv"
+    path.write_text("v,0902,0.1,0.2,0.3,0.4,12,3\nv,0902,0.1,0.2,0.3,0.4,80,3\nv,0903,0.5,0.5,0.9,0.9,,0.75\n"
+                    "w,0902,0.1,0.1,0.2,0.2,-1,0.5\nv,0903,0.1,0.1,0.2,0.2,7\n")
+    boxes = ava.read_person_boxes_csv(path)
+    assert sorted(boxes) == [("v", 902), ("v", 903), ("w", 902)]
+    assert len(boxes["v", 902]) == 1 and boxes["v", 902].ids.tolist() == [3] and boxes["v", 902].scores.tolist() == [1.0]
+    assert boxes["v", 903].ids.tolist() == [-1, -1] and boxes["v", 903].scores.tolist() == pytest.approx([0.75, 1.0])
+    assert boxes["w", 902].scores.tolist() == [0.5]
+    assert sorted(ava.read_person_boxes_csv(path, video="w")) == [("w", 902)]
+    assert ava.read_person_boxes_csv(path, video="x") == {}
+
+
+@pytest.mark.parametrize("row, field, message", [
+    ("v,0902,0.1,0.2\n", None, "line 1: expected 7 or 8 columns"),
+    ("v,09x2,0.1,0.2,0.3,0.4,12,3\n", "timestamp", "'09x2' is not a valid int"),
+    ("v,0902,0.1,0.2,0.3,0.4,,high\n", "score", "'high' is not a valid float"),
+    ("v,0902,0.1,0.2,0.3,0.4,12,3.5\n", "person_id", "'3.5' is not a valid int"),
+])
+def test_person_boxes_csv_errors_name_file_line_field(tmp_path, row, field, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(row)
+    with pytest.raises(FormatError, match=message) as info:
+        ava.read_person_boxes_csv(path)
+    assert info.value.field == field and info.value.line == 1 and info.value.path.endswith("bad.csv")
+
+
 def test_acar_round_trip_keeps_everything(tmp_path):
     path = tmp_path / "a.pkl"
     assert acar_pkl.write_acar_pkl(path, _keyframes(), LABELMAP) == 2

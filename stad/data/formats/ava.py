@@ -250,6 +250,38 @@ def read_proposal_csv(path: str | Path) -> dict[KeyframeKey, Boxes]:
                        np.array(list(boxes.values()), np.float32)) for key, boxes in sorted(found.items())}
 
 
+def read_person_boxes_csv(path: str | Path, video: str | None = None) -> dict[KeyframeKey, Boxes]:
+    """Person boxes per keyframe from an AVA-style CSV of ground-truth rows, proposal rows or both.
+
+    GT rows ``video,t,x1,y1,x2,y2,action_id[,person_id]`` give score 1 and the person id (-1 when
+    absent); proposal rows (``action_id`` empty or -1) give column 7 as the score (1 when absent) and
+    id -1. One box per distinct box string at a keyframe (its first row decides), in file order.
+    ``video``: only that video's rows are parsed (the others only need the right column count).
+    Returns ``{(video, t): Boxes}`` sorted by key; a bad row raises `FormatError` (file, line, field).
+    """
+    path = Path(path)
+    found: dict[KeyframeKey, dict[tuple, tuple[tuple, float, int]]] = defaultdict(dict)
+    for line, fields in _rows(path):
+        if len(fields) not in (7, 8):
+            raise FormatError(path, line, None, f"expected 7 or 8 columns {GT_FIELDS}, got {len(fields)}")
+        if video is not None and fields[0] != video:
+            continue
+        key = (fields[0], _parse(path, line, "timestamp", fields[1], int))
+        box = _parse_box(path, line, fields)
+        last = fields[7] if len(fields) == 8 else ""
+        if fields[6] in ("", "-1"):  # a proposal: the last column is its score
+            score, person = (_parse(path, line, "score", last, float) if last else 1.0), -1
+        else:
+            _parse(path, line, "action_id", fields[6], int)
+            score, person = 1.0, (_parse(path, line, "person_id", last, int) if last else -1)
+        found[key].setdefault(tuple(fields[2:6]), (box, float(score), int(person)))
+    out = {}
+    for key, by_box in sorted(found.items()):
+        boxes, scores, ids = zip(*by_box.values())
+        out[key] = Boxes(np.array(boxes, np.float32), np.array(scores, np.float32), np.array(ids, np.int64))
+    return out
+
+
 def parse_key(text: str, source: str = "<dict>") -> KeyframeKey:
     """``"video,0902"`` -> ``("video", 902)`` (video ids may contain commas only before the last one)."""
     video, sep, t = text.rpartition(",")
