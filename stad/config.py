@@ -100,6 +100,16 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class StreamConfig:
+    """One stream of a composite backbone (``model.backbone.vit`` / ``model.backbone.slowfast`` of ``vitsf``)."""
+
+    arch: str  # the stream's registry name (vit_giant, slowfast50 = slowfast_r50, ...)
+    kwargs: dict = field(default_factory=dict)  # its factory's arguments
+    pretrain: PathSpec | None = None  # its weights (SlowFast: ACAR-Net Kinetics; ViT: VideoMAE / VideoMAEv2)
+    learnable: bool = True  # False: no gradients, eval mode while training
+
+
+@dataclass(frozen=True)
 class BackboneConfig:
     arch: str = "slowfast50"
     learnable: bool = True
@@ -109,12 +119,84 @@ class BackboneConfig:
     sub_arch: str | None = None  # project key: the ViT stream's architecture (default vit_giant)
     sub_kwargs: dict = field(default_factory=dict)
     sub_learnable: bool = True  # project key: False freezes the ViT stream (the CW reference does)
+    # project keys: a composite backbone chosen by name (arch: vitsf) with one section per stream;
+    # the ACAR/CW spelling above (arch: slowfast50 + sub_arch / subbackbone) maps onto the same model
+    vit: StreamConfig | None = None
+    slowfast: StreamConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.vit is None and self.slowfast is None:
+            return
+        legacy = [k for k, given in (("sub_arch", self.sub_arch is not None), ("sub_kwargs", bool(self.sub_kwargs)),
+                                     ("subbackbone", self.subbackbone is not None),
+                                     ("sub_learnable", not self.sub_learnable), ("pretrain", self.pretrain is not None))
+                  if given]
+        if legacy:
+            raise ConfigError(f"{legacy[0]} is the ACAR/CW spelling of a stream; with the stream sections "
+                              "model.backbone.vit / model.backbone.slowfast state it there (arch, kwargs, pretrain, "
+                              "learnable)")
 
 
 @dataclass(frozen=True)
 class ModuleConfig:
     type: str
     kwargs: dict = field(default_factory=dict)
+
+
+FINETUNE_MODES = ("full", "linear_probe", "partial", "lora")  # stad.models.freeze.set_trainable's modes
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """``model.finetune.lora``: adapters on every nn.Linear whose name ends with one of ``targets``."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("attn.qkv", "attn.proj")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """``model.finetune``: which parameters train and at which learning rate (docs/engine.md).
+
+    ``full`` (default): everything the backbone keys leave learnable, one parameter group (as before).
+    ``linear_probe``: the head only. ``partial``: the head + the last ``last_blocks`` ViT blocks (and the
+    ViT's final norm) and SlowFast stages. ``lora``: the head + LoRA adapters (``lora``) on the ViT.
+    ``layer_decay`` (VideoMAE: 0.75): ViT layer ``i`` of ``n`` learns at ``decay ** (n + 1 - i)`` of the LR;
+    ``backbone_lr_scale`` scales every backbone LR; ``no_decay_norm_bias``: no weight decay on norms,
+    biases and position embeddings.
+    """
+
+    mode: str = "full"
+    last_blocks: int = 1
+    lora: LoRAConfig = LoRAConfig()
+    layer_decay: float | None = None
+    backbone_lr_scale: float = 1.0
+    no_decay_norm_bias: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in FINETUNE_MODES:
+            close = difflib.get_close_matches(self.mode, FINETUNE_MODES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown mode {self.mode!r}{hint} (choose from {', '.join(FINETUNE_MODES)})")
+        if self.last_blocks < 1:
+            raise ConfigError(f"last_blocks must be >= 1, got {self.last_blocks}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.backbone_lr_scale < 0:
+            raise ConfigError(f"backbone_lr_scale must be >= 0, got {self.backbone_lr_scale}")
+        if self.lora != LoRAConfig() and self.mode != "lora":
+            raise ConfigError(f"lora is only used with mode 'lora', not {self.mode!r}")
+        if self.last_blocks != 1 and self.mode != "partial":
+            raise ConfigError(f"last_blocks is only used with mode 'partial', not {self.mode!r}")
+        if self.lora.rank < 1:
+            raise ConfigError(f"lora.rank must be >= 1, got {self.lora.rank}")
+
+    @property
+    def param_groups(self) -> bool:
+        """Whether the optimizer gets per-part groups (else one group of every trainable parameter, as before)."""
+        return self.layer_decay is not None or self.backbone_lr_scale != 1.0 or self.no_decay_norm_bias
 
 
 @dataclass(frozen=True)
@@ -124,6 +206,20 @@ class ModelConfig:
     neck: ModuleConfig = ModuleConfig("basic")
     head: ModuleConfig = ModuleConfig("acar")
     kwargs: dict = field(default_factory=dict)  # project key: more build_action_model arguments
+    # project key: a registered model preset (stad.models.presets: acar_slowfast_r50_ava, ...) supplies the
+    # model; backbone / neck / head / kwargs then stay unset (freeze_bn and finetune still apply)
+    preset: str | None = None
+    finetune: FinetuneConfig = FinetuneConfig()  # project key: full | linear_probe | partial | lora
+
+    def __post_init__(self) -> None:
+        if self.preset is None:
+            return
+        defaults = {"backbone": BackboneConfig(), "neck": ModuleConfig("basic"), "head": ModuleConfig("acar"),
+                    "kwargs": {}}
+        given = [k for k, v in defaults.items() if getattr(self, k) != v]
+        if given:
+            raise ConfigError(f"preset {self.preset!r} supplies the whole model; remove model.{given[0]} (or drop "
+                              "the preset and state the model)")
 
 
 @dataclass(frozen=True)
@@ -153,23 +249,16 @@ def _check_decode_threads(value: int | None) -> None:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class SplitConfig:
+    """What the ``train`` and ``val`` sections share: where the clips are and how they are read."""
+
     root_path: str
     annotation_path: str
     batch_size: int = 1  # clips per process per micro-step
     augmentation: AugmentationConfig = AugmentationConfig()
-    n_epochs: int = 1
-    val_freq: int = 1
-    save_freq: int = 1
-    optimizer: OptimizerConfig = OptimizerConfig()
-    scheduler: SchedulerConfig = SchedulerConfig()
     workers: int = 0
     video_root: str | None = None
-    accumulate_steps: int = 1  # micro-batches per optimizer step
-    grad_clip: float | None = None  # max global grad L2 norm
-    amp: bool = True  # mixed precision; only ever enabled on CUDA
-    drop_last: bool = True
-    min_score: float = 0.0  # drop proposal boxes below this detector score
+    min_score: float = 0.0  # drop proposal boxes below this detector score (best box kept)
     cache_mb: float = 0.0  # per-worker LRU of decoded + resized frames (MB; 0 = off): later epochs skip decoding
     decode_threads: int | None = _auto_threads()  # decode threads (auto/null: min(4, CPUs); 0/1: inline)
 
@@ -178,21 +267,22 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class ValConfig:
-    root_path: str
-    annotation_path: str
-    batch_size: int = 1
-    augmentation: AugmentationConfig = AugmentationConfig()
+class TrainConfig(SplitConfig):
+    n_epochs: int = 1
+    val_freq: int = 1
+    save_freq: int = 1
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    accumulate_steps: int = 1  # micro-batches per optimizer step
+    grad_clip: float | None = None  # max global grad L2 norm
+    amp: bool = True  # mixed precision; only ever enabled on CUDA
+    drop_last: bool = True
+
+
+@dataclass(frozen=True)
+class ValConfig(SplitConfig):
     with_label: bool = False
     eval_mAP: EvalMapConfig | None = None
-    workers: int = 0
-    video_root: str | None = None
-    min_score: float = 0.0  # drop proposal boxes below this detector score (best box kept)
-    cache_mb: float = 0.0  # per-worker LRU of decoded + resized frames (MB; 0 = off)
-    decode_threads: int | None = _auto_threads()  # decode threads (auto/null: min(4, CPUs); 0/1: inline)
-
-    def __post_init__(self) -> None:
-        _check_decode_threads(self.decode_threads)
 
 
 @dataclass(frozen=True)
@@ -247,7 +337,15 @@ class Config:
 
     @property
     def num_classes(self) -> int:
-        """Class count, from ``model.head.kwargs.num_classes`` (ACAR) or ``neck.kwargs.num_classes``."""
+        """Class count, from ``model.head.kwargs.num_classes`` (ACAR) or ``neck.kwargs.num_classes``, or the
+        ``model.preset``'s."""
+        if self.model.preset is not None:
+            from stad.models.presets import get_preset  # imports torch: only for a config naming a preset
+
+            try:
+                return get_preset(self.model.preset).preprocessing.num_classes
+            except KeyError as err:
+                raise ConfigError(f"model.preset: {err.args[0]}") from None
         for kwargs in (self.model.head.kwargs, self.model.neck.kwargs):
             if "num_classes" in kwargs:
                 return int(kwargs["num_classes"])

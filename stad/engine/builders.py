@@ -6,6 +6,7 @@ This is the only engine module that knows the names used in configs (ACAR-Net's 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import nn
@@ -13,6 +14,8 @@ from torch import nn
 from stad.config import AugmentationConfig, Config, ConfigError, PathSpec, TrainConfig, ValConfig
 from stad.engine import checkpoint as ckpt
 from stad.structures import LabelMap
+
+ACTION_MODEL = "build_action_model"  # = stad.models.presets.ACTION_MODEL (stad.models is imported lazily here)
 
 # ACAR-Net / CW adaptation backbone names -> our registry names
 ARCH_ALIASES = {"slowfast50": "slowfast_r50", "slowfast101": "slowfast_r101"}
@@ -57,52 +60,201 @@ def _jitter_scale(config: Config) -> float:
     return scale
 
 
-def model_kwargs(config: Config) -> dict:
-    """Arguments of ``stad.models.build_action_model`` from the ACAR-style ``model`` section."""
-    model = config.model
-    arch = ARCH_ALIASES.get(model.backbone.arch, model.backbone.arch)
-    backbone_kwargs = dict(model.backbone.kwargs)
-    if model.freeze_bn and _is_slowfast(arch):
-        backbone_kwargs.setdefault("frozen_bn", True)
-    kwargs: dict[str, Any] = {"head": model.head.type, "head_kwargs": _head_kwargs(config),
-                              "jitter_scale": _jitter_scale(config), **model.kwargs}
-    if model.backbone.subbackbone is not None or model.backbone.sub_arch is not None:
-        # the CW "VITSF" layout: backbone = the SlowFast stream, subbackbone = the ViT stream
-        kwargs.update(backbone=DUAL_STREAM, slowfast=arch, slowfast_kwargs=backbone_kwargs,
-                      vit=model.backbone.sub_arch or DEFAULT_SUB_ARCH, vit_kwargs=dict(model.backbone.sub_kwargs))
-    else:
-        kwargs.update(backbone=arch, backbone_kwargs=backbone_kwargs)
+@dataclass(frozen=True)
+class Stream:
+    """One resolved backbone stream: registry name, factory kwargs, weights, trainability; ``where`` / ``pretrain_key``:
+    the YAML keys of its kwargs and its weights (either spelling)."""
+
+    arch: str
+    kwargs: dict
+    pretrain: PathSpec | None
+    learnable: bool
+    where: str
+    pretrain_key: str
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """The backbone a ``model.backbone`` section resolves to, in either spelling (docs/engine.md).
+
+    ``arch``: the registry name; ``kwargs``: its factory's own arguments; ``streams``: a composite backbone's
+    streams by argument name (``vitsf``: ``vit`` and ``slowfast``, passed as ``<name>=arch``,
+    ``<name>_kwargs=kwargs``); empty for a single backbone, whose weights are ``pretrain``.
+    """
+
+    arch: str
+    kwargs: dict
+    pretrain: PathSpec | None = None
+    streams: dict = field(default_factory=dict)
+    where: str = "model.backbone"
+
+
+def _stream_kwargs(arch: str, kwargs: dict, freeze_bn: bool) -> dict:
+    kwargs = dict(kwargs)
+    if freeze_bn and _is_slowfast(arch):
+        kwargs.setdefault("frozen_bn", True)
     return kwargs
 
 
-def build_model(config: Config) -> nn.Module:
-    """The action model: ``forward(clips [B,3,T,H,W], boxes list[[N_i,4]]) -> logits [sum N_i, K]``."""
-    from stad.models import build_action_model
+def resolve_backbone(config: Config) -> Backbone:
+    """``model.backbone`` -> :class:`Backbone`.
 
-    model = build_action_model(num_classes=config.num_classes, **model_kwargs(config))
+    * by name: ``arch: vitsf`` (any registered backbone) with stream sections ``vit: {arch, kwargs, pretrain,
+      learnable}`` / ``slowfast: {...}``; ``kwargs`` are the composite's own (``vit_frame_stride``, ...);
+    * ACAR-Net / CW spelling: ``arch: slowfast50`` (+ ``kwargs``, ``pretrain``) is a single SlowFast; adding
+      ``sub_arch`` and/or ``subbackbone`` (+ ``sub_kwargs``, ``sub_learnable``) makes it the dual stream
+      ``vitsf`` with that SlowFast and a ViT (``sub_arch``, default vit_giant) - the same model as by name.
+    ``model.freeze_bn`` adds ``frozen_bn=True`` to every SlowFast stream's kwargs unless they set it.
+    """
+    spec, freeze_bn = config.model.backbone, config.model.freeze_bn
+    where = "model.backbone"
+    if spec.vit is not None or spec.slowfast is not None:  # by name, one section per stream
+        streams = {}
+        for name in ("vit", "slowfast"):
+            stream = getattr(spec, name)
+            if stream is not None:
+                arch = ARCH_ALIASES.get(stream.arch, stream.arch)
+                streams[name] = Stream(arch, _stream_kwargs(arch, stream.kwargs, freeze_bn), stream.pretrain,
+                                       stream.learnable, f"{where}.{name}.kwargs", f"{where}.{name}.pretrain")
+        return Backbone(ARCH_ALIASES.get(spec.arch, spec.arch), dict(spec.kwargs), None, streams)
+    arch = ARCH_ALIASES.get(spec.arch, spec.arch)
+    if spec.subbackbone is None and spec.sub_arch is None:
+        return Backbone(arch, _stream_kwargs(arch, spec.kwargs, freeze_bn), spec.pretrain)
+    # the CW "VITSF" spelling: backbone = the SlowFast stream, subbackbone / sub_arch = the ViT stream
+    return Backbone(DUAL_STREAM, {}, None, {
+        "vit": Stream(spec.sub_arch or DEFAULT_SUB_ARCH, dict(spec.sub_kwargs), spec.subbackbone, spec.sub_learnable,
+                      f"{where}.sub_kwargs", f"{where}.subbackbone"),
+        "slowfast": Stream(arch, _stream_kwargs(arch, spec.kwargs, freeze_bn), spec.pretrain, True,
+                           f"{where}.kwargs", f"{where}.pretrain")})
+
+
+# build_action_model's flat spelling of the dual stream's arguments (what presets and checkpoints store)
+_FLAT_BACKBONE_ARGS = ("vit", "slowfast", "vit_kwargs", "slowfast_kwargs", "vit_frame_stride", "vit_input_size")
+
+
+def model_kwargs(config: Config) -> dict:
+    """Arguments of ``stad.models.build_action_model`` from the ``model`` section (either backbone spelling,
+    or a ``model.preset`` of ``build_action_model`` kind)."""
+    model = config.model
+    if model.preset is not None:
+        name, kwargs = model_spec(config)
+        if name != ACTION_MODEL:
+            raise ConfigError(f"model.preset {model.preset!r} is the registered model {name!r}, not "
+                              "build_action_model arguments (use builders.model_spec)")
+        return kwargs
+    kwargs: dict[str, Any] = {"head": model.head.type, "head_kwargs": _head_kwargs(config),
+                              "jitter_scale": _jitter_scale(config), **model.kwargs}
+    backbone = resolve_backbone(config)
+    if not backbone.streams:
+        kwargs.update(backbone=backbone.arch, backbone_kwargs=backbone.kwargs)
+        return kwargs
+    kwargs["backbone"] = backbone.arch
+    for name, stream in backbone.streams.items():
+        kwargs.update({name: stream.arch, f"{name}_kwargs": dict(stream.kwargs)})
+    own = {k: v for k, v in backbone.kwargs.items() if k not in _FLAT_BACKBONE_ARGS}
+    for key, value in backbone.kwargs.items():
+        if key in _FLAT_BACKBONE_ARGS:
+            if key in model.kwargs:
+                raise ConfigError(f"model.backbone.kwargs.{key} and model.kwargs.{key}: give it once "
+                                  "(model.backbone.kwargs)")
+            kwargs[key] = value
+    if own:
+        kwargs["backbone_kwargs"] = own
+    return kwargs
+
+
+def model_spec(config: Config) -> tuple[str, dict]:
+    """``(model, kwargs)``: ``stad.models.presets.ACTION_MODEL`` with ``build_action_model`` arguments, or a
+    registered detector's name and its arguments (a ``model.preset`` such as ``acar_slowfast_r50_ava``)."""
+    from stad.models.presets import get_preset
+
+    if config.model.preset is None:
+        return ACTION_MODEL, model_kwargs(config)
+    try:
+        preset = get_preset(config.model.preset)
+    except KeyError as err:
+        raise ConfigError(f"model.preset: {err.args[0]}") from None
+    return preset.model, dict(preset.model_kwargs)
+
+
+def build_model(config: Config) -> nn.Module:
+    """The action model: ``forward(clips [B,3,T,H,W], boxes list[[N_i,4]]) -> logits [sum N_i, K]``, with the
+    backbone's ``learnable`` flags and ``model.finetune`` applied (which parameters train)."""
+    from stad.models import build_action_model, create_model
+
+    name, kwargs = model_spec(config)
+    if name == ACTION_MODEL:
+        model = build_action_model(num_classes=config.num_classes, **kwargs)
+    else:
+        model = create_model(name, num_classes=config.num_classes, **kwargs)
     width = config.model.head.kwargs.get("width")
     in_channels = sum(model.backbone.out_channels)
     if width is not None and int(width) != in_channels:
         raise ConfigError(f"model.head.kwargs.width is {width} but the backbone gives {in_channels} channels")
-    if not config.model.backbone.learnable:
-        model.backbone.requires_grad_(False)
-    if not config.model.backbone.sub_learnable:
-        _vit_stream(model).requires_grad_(False)
+    apply_finetune(model, config)
     return model
 
 
-def _vit_stream(model: nn.Module) -> nn.Module:
-    vit = getattr(ckpt.unwrap(model).backbone, "vit", None)
-    if vit is None:
-        raise ConfigError("model.backbone.sub_learnable / subbackbone: the model has no ViT stream")
-    return vit
+def _streams(config: Config) -> dict:
+    return {} if config.model.preset is not None else resolve_backbone(config).streams
+
+
+def _stream_module(model: nn.Module, name: str, where: str) -> nn.Module:
+    module = getattr(ckpt.unwrap(model).backbone, name, None)
+    if module is None:
+        raise ConfigError(f"{where.rsplit('.', 1)[0]}: the model has no {name} stream")
+    return module
+
+
+def apply_finetune(model: nn.Module, config: Config) -> list[str]:
+    """``requires_grad`` per the backbone's ``learnable`` flags and ``model.finetune`` (``stad.models.freeze``,
+    ``stad.models.lora``); returns the trainable parameter names. ``full`` changes nothing else."""
+    from stad.models.freeze import set_trainable
+    from stad.models.lora import apply_lora
+
+    finetune = config.model.finetune
+    if finetune.mode == "lora":
+        lora = finetune.lora
+        try:
+            apply_lora(model, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout, targets=lora.targets)
+        except ValueError as err:
+            raise ConfigError(f"model.finetune.lora: {err}") from None
+    if finetune.mode != "full":
+        set_trainable(model, finetune.mode, last_blocks=finetune.last_blocks)
+    if not config.model.backbone.learnable:
+        model.backbone.requires_grad_(False)
+    for name, stream in _streams(config).items():
+        if not stream.learnable:
+            _stream_module(model, name, stream.where).requires_grad_(False)
+    return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
 def frozen_modules(model: nn.Module, config: Config) -> list[nn.Module]:
-    """Modules that stay in eval mode while training: the backbone when ``learnable: False``."""
-    if not config.model.backbone.learnable:
+    """Modules that stay in eval mode while training: the backbone when ``learnable: False`` or in a linear
+    probe (``model.finetune.mode: linear_probe``), else each stream with ``learnable: False``."""
+    if not config.model.backbone.learnable or config.model.finetune.mode == "linear_probe":
         return [ckpt.unwrap(model).backbone]
-    return [] if config.model.backbone.sub_learnable else [_vit_stream(model)]
+    return [_stream_module(model, name, stream.where) for name, stream in _streams(config).items()
+            if not stream.learnable]
+
+
+def optimizer_params(model: nn.Module, config: Config) -> list:
+    """What the optimizer gets: every trainable parameter in one group (default, as ACAR-Net), or with
+    ``model.finetune`` ``layer_decay`` / ``backbone_lr_scale`` / ``no_decay_norm_bias`` the groups of
+    ``stad.models.freeze.param_groups`` ({backbone, head} x {decay, no decay} [x ViT layer]), each with an
+    ``lr_scale`` the schedule multiplies its LR by."""
+    finetune = config.model.finetune
+    if not finetune.param_groups:
+        return [p for p in model.parameters() if p.requires_grad]
+    from stad.models.freeze import param_groups
+
+    groups = param_groups(ckpt.unwrap(model), lr=1.0, weight_decay=0.0, backbone_lr_scale=finetune.backbone_lr_scale,
+                          no_decay_norm_bias=finetune.no_decay_norm_bias, vit_layer_decay=finetune.layer_decay)
+    for group in groups:
+        group["lr_scale"] = group.pop("lr")
+        if group["name"].split("_")[1] == "decay" or not finetune.no_decay_norm_bias:
+            del group["weight_decay"]  # the optimizer's own weight_decay (train.optimizer.kwargs)
+    return groups
 
 
 def _read_weights(spec: PathSpec) -> dict:
@@ -118,6 +270,9 @@ def _read_weights(spec: PathSpec) -> dict:
     return state
 
 
+_LORA_KEYS = ("lora_a", "lora_b")
+
+
 def load_weights(model: nn.Module, checkpoint: dict, strict: bool = True) -> list[str]:
     """Load a whole-model checkpoint: ours, ACAR-Net's AVA layout or the CW reference's VITSF layout
     (``stad.models.checkpoints.filter_cw_vitsf``; the model must be built as that reference:
@@ -125,9 +280,20 @@ def load_weights(model: nn.Module, checkpoint: dict, strict: bool = True) -> lis
     from stad.models.checkpoints import filter_acar_detector, filter_cw_vitsf, unwrap_checkpoint
 
     state = unwrap_checkpoint(checkpoint, ("state_dict", "model"))
+    filters = (lambda sd: filter_acar_detector({"state_dict": sd}), filter_cw_vitsf)
+    adapters = {k: v for k, v in ckpt.unwrap(model).state_dict().items() if k.endswith(_LORA_KEYS)}
+    if adapters and not any(str(k).endswith(_LORA_KEYS) for k in state):
+        # weights of the model before LoRA (model.finetune.mode: lora): its adapters keep their start (B = 0, identity)
+        def with_adapters(sd: dict) -> dict:
+            return {**adapters, **sd}
+
+        def through(fn: Callable) -> Callable:  # a layout filter sees the file's keys only
+            return lambda sd: with_adapters(fn({k: v for k, v in sd.items() if k not in adapters}))
+
+        state = with_adapters(ckpt.strip_prefix(state))
+        filters = tuple(through(fn) for fn in filters)
     try:
-        return ckpt.load_model_weights(model, state, strict=strict,
-                                       filters=(lambda sd: filter_acar_detector({"state_dict": sd}), filter_cw_vitsf))
+        return ckpt.load_model_weights(model, state, strict=strict, filters=filters)
     except RuntimeError:
         _explain_cw_mismatch(model, state)
         raise
@@ -162,21 +328,24 @@ def _load_stream(module: nn.Module, state: dict, what: str, path: str, logger: l
 def load_initial_weights(model: nn.Module, config: Config, logger: logging.Logger) -> None:
     """Pretrained weights named in the config, through the model's official-layout filters.
 
-    ``model.backbone.pretrain``: ACAR-Net SlowFast (Kinetics) -> the SlowFast stream;
-    ``model.backbone.subbackbone``: VideoMAE/VideoMAEv2 -> the ViT stream; ``pretrain``: a whole model.
+    A SlowFast (``model.backbone.pretrain``, ``model.backbone.slowfast.pretrain``): ACAR-Net Kinetics weights via
+    ``filter_acar_slowfast``; a ViT (``model.backbone.subbackbone``, ``model.backbone.vit.pretrain``): VideoMAE /
+    VideoMAEv2 via ``filter_videomae``; ``pretrain``: a whole model.
     """
     from stad.models.checkpoints import filter_acar_slowfast, filter_videomae
 
-    backbone = config.model.backbone
-    streams = model.backbone
-    if backbone.pretrain is not None:
-        slowfast = getattr(streams, "slowfast", streams)
-        state = filter_acar_slowfast(_read_weights(backbone.pretrain))
-        _load_stream(slowfast, state, "model.backbone.pretrain", backbone.pretrain.path, logger)
-    if backbone.subbackbone is not None:
-        vit = _vit_stream(model)
-        state = filter_videomae(_read_weights(backbone.subbackbone), vit)
-        _load_stream(vit, state, "model.backbone.subbackbone", backbone.subbackbone.path, logger)
+    def load(module: nn.Module, arch: str, spec: PathSpec, what: str) -> None:
+        state = _read_weights(spec)
+        state = filter_videomae(state, ckpt.unwrap(module)) if arch.startswith("vit") else filter_acar_slowfast(state)
+        _load_stream(module, state, what, spec.path, logger)
+
+    if config.model.preset is None:
+        backbone = resolve_backbone(config)
+        if backbone.pretrain is not None:
+            load(ckpt.unwrap(model).backbone, backbone.arch, backbone.pretrain, "model.backbone.pretrain")
+        for name, stream in backbone.streams.items():
+            if stream.pretrain is not None:
+                load(_stream_module(model, name, stream.where), stream.arch, stream.pretrain, stream.pretrain_key)
     if config.pretrain is not None:
         missing = load_weights(model, _read_weights(config.pretrain), strict=False)
         logger.info("pretrain: loaded %s (%d keys left at init)", config.pretrain.path, len(missing))

@@ -58,6 +58,10 @@ def check_kwargs(where: str, target: Callable, kwargs: Mapping[str, Any], reserv
         close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
         hint = f"; did you mean '{where}.{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(allowed))}"
         name = getattr(target, "__name__", repr(target))
+        returned = _return_class(target)
+        if returned is not None and returned is not target and accepted_names(returned) is not None \
+                and key not in (accepted_names(returned) or ()):
+            name = f"{name} -> {returned.__name__}"  # a factory forwarding its kwargs to this class
         raise ConfigError(f"unknown key '{where}.{key}' ({name} does not take it){hint}")
 
 
@@ -78,28 +82,63 @@ def check_config(config: Config) -> None:
         check_kwargs("train.optimizer.kwargs", optimizer, config.train.optimizer.kwargs, reserved=("params", "lr"))
 
 
-def _check_model(config: Config) -> None:
-    from stad.engine import builders
-    from stad.models.action_model import HEADS, build_action_model
+def _entry(where: str, name: str, kind: str) -> Callable:
     from stad.models.registry import get_entry
 
-    kwargs = builders.model_kwargs(config)
-    head = kwargs["head"]
-    if head not in HEADS:
-        raise ConfigError(f"model.head.type: unknown head {head!r}; choose from {sorted(HEADS)}")
-    check_kwargs("model.head.kwargs", HEADS[head], kwargs["head_kwargs"], reserved=("in_channels", "num_classes"))
-    check_kwargs("model.kwargs", build_action_model, config.model.kwargs,
-                 reserved=("backbone", "head", "num_classes", "head_kwargs", "backbone_kwargs"))
-    streams = [("model.backbone.kwargs", kwargs.get("slowfast", kwargs["backbone"]),
-                kwargs.get("slowfast_kwargs", kwargs.get("backbone_kwargs", {})))]
-    if "vit" in kwargs and "vit_kwargs" in kwargs:
-        streams.append(("model.backbone.sub_kwargs", kwargs["vit"], kwargs["vit_kwargs"]))
-    for where, name, stream_kwargs in streams:
-        try:
-            factory = get_entry(name).factory
-        except KeyError as error:
-            raise ConfigError(f"{where.rsplit('.', 1)[0]}: {error.args[0]}") from None
-        check_kwargs(where, factory, stream_kwargs)
+    try:
+        return get_entry(name, kind).factory
+    except (KeyError, ValueError) as error:
+        raise ConfigError(f"{where}: {error.args[0]}") from None
+
+
+def _check_model(config: Config) -> None:
+    from stad.engine import builders
+    from stad.models.action_model import build_action_model
+
+    if config.model.preset is not None:
+        _check_preset(config)
+    else:
+        kwargs = builders.model_kwargs(config)
+        head = _entry("model.head.type", kwargs["head"], "head")
+        check_kwargs("model.head.kwargs", head, kwargs["head_kwargs"], reserved=("in_channels", "num_classes"))
+        backbone = builders.resolve_backbone(config)
+        streams = [(n, s) for n, s in backbone.streams.items()]
+        check_kwargs("model.kwargs", build_action_model, config.model.kwargs,
+                     reserved=("backbone", "head", "num_classes", "head_kwargs", "backbone_kwargs",
+                               *(a for n, _ in streams for a in (n, f"{n}_kwargs"))))
+        factory = _entry("model.backbone.arch", backbone.arch, "backbone")
+        takes = accepted_names(factory)
+        for name, stream in streams:
+            section = stream.where.rsplit(".", 1)[0]
+            if takes is not None and not {name, f"{name}_kwargs"} <= takes:
+                raise ConfigError(f"{section}: backbone {backbone.arch!r} has no {name!r} stream (set "
+                                  "model.backbone.arch to a composite backbone such as 'vitsf')")
+            check_kwargs(stream.where, _entry(f"{section}.arch", stream.arch, "backbone"), stream.kwargs)
+        check_kwargs("model.backbone.kwargs", factory, backbone.kwargs,
+                     reserved=[a for n, _ in streams for a in (n, f"{n}_kwargs")])
+    if config.model.finetune.mode == "lora":
+        _check_lora(config)
+
+
+def _check_preset(config: Config) -> None:
+    """A ``model.preset`` exists, and the config's test-time preprocessing is the preset's (unless
+    ``preprocessing_override``: then logged where the weights are loaded)."""
+    from stad.engine import builders
+    from stad.models.presets import get_preset
+
+    builders.model_spec(config)  # an unknown name: ConfigError with a did-you-mean
+    preset = get_preset(config.model.preset)
+    builders.check_preprocessing(config, preset, f"model.preset {preset.name}")
+
+
+def _check_lora(config: Config) -> None:
+    """LoRA targets must exist: build the model on the meta device (no memory) and apply the adapters."""
+    import torch
+
+    from stad.engine import builders
+
+    with torch.device("meta"):
+        builders.build_model(config)
 
 
 def _check_loss(config: Config) -> None:

@@ -158,7 +158,7 @@ def train(session: Session, resume: bool) -> None:
     if n_steps == 0:
         raise ValueError(f"{train_cfg.annotation_path}: too few clips for one step of {ctx.world_size} ranks x "
                          f"batch {train_cfg.batch_size} x accumulate {train_cfg.accumulate_steps}")
-    params = [p for p in session.model.parameters() if p.requires_grad]
+    params = builders.optimizer_params(session.model, config)  # model.finetune: one group, or per-part LR scales
     optimizer = build_optimizer(params, train_cfg.optimizer, train_cfg.scheduler.base_lr)
     schedule = WarmupLRSchedule(optimizer, train_cfg.scheduler, train_cfg.n_epochs, n_steps)
     amp = train_cfg.amp and ctx.device.type == "cuda"

@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 
 from stad.models.fusion import DualStreamBackbone, TemporalPoolFusion, build_fusion
-from stad.models.heads import ACARHead, LinearHead
 from stad.models.neck import RoIBatch, RoINeck
 from stad.models.registry import create_model, get_entry, register_model
 
@@ -73,42 +72,43 @@ def vitsf(*, vit: str = "vit_base", slowfast: str = "slowfast_r50", vit_kwargs: 
                               create_model(slowfast, **(slowfast_kwargs or {})), vit_frame_stride, vit_input_size)
 
 
-def build_backbone(name: str, *, vit: str = "vit_base", slowfast: str = "slowfast_r50",
-                   vit_kwargs: dict[str, Any] | None = None, slowfast_kwargs: dict[str, Any] | None = None,
-                   vit_frame_stride: int = 1, vit_input_size: tuple[int, int] | None = None,
-                   **backbone_kwargs) -> nn.Module:
-    """A registered backbone, or 'vitsf' = DualStreamBackbone(create_model(vit), create_model(slowfast))."""
-    if get_entry(name).kind != "backbone":
-        raise ValueError(f"{name!r} is a {get_entry(name).kind}, not a backbone")
-    if name == "vitsf":
-        if backbone_kwargs:
-            raise ValueError(f"backbone 'vitsf' takes vit_kwargs / slowfast_kwargs, not {sorted(backbone_kwargs)}")
-        return vitsf(vit=vit, slowfast=slowfast, vit_kwargs=vit_kwargs, slowfast_kwargs=slowfast_kwargs,
-                     vit_frame_stride=vit_frame_stride, vit_input_size=vit_input_size)
-    return create_model(name, **backbone_kwargs)
+def _registered(name: str, kind: str):
+    return get_entry(name, kind).factory
 
 
-HEADS = {"acar": ACARHead, "linear": LinearHead}
+def build_backbone(name: str, **kwargs) -> nn.Module:
+    """The registered backbone ``name`` built with ``kwargs`` (``vitsf``: ``vit``, ``slowfast``, ``vit_kwargs``,
+    ``slowfast_kwargs``, ``vit_frame_stride``, ``vit_input_size``, like any other backbone's arguments)."""
+    return _registered(name, "backbone")(**kwargs)
+
+
+def build_head(name: str, in_channels: int, num_classes: int, **kwargs) -> nn.Module:
+    """The registered head ``name`` ('acar', 'linear') on ``in_channels`` fused channels with K outputs."""
+    return _registered(name, "head")(in_channels=in_channels, num_classes=num_classes, **kwargs)
+
+
 TINY_ACAR_HEAD = dict(reduce_dim=64, hidden_dim=32, depth=1)
 
 
 def build_action_model(backbone: str, head: str, num_classes: int, *,
                        backbone_kwargs: dict[str, Any] | None = None, head_kwargs: dict[str, Any] | None = None,
-                       vit: str = "vit_base", slowfast: str = "slowfast_r50",
+                       vit: str | None = None, slowfast: str | None = None,
                        vit_kwargs: dict[str, Any] | None = None, slowfast_kwargs: dict[str, Any] | None = None,
-                       vit_frame_stride: int = 1, vit_input_size: tuple[int, int] | None = None,
+                       vit_frame_stride: int | None = None, vit_input_size: tuple[int, int] | None = None,
                        jitter_scale: float = 0.0,
                        fusion_size: tuple[int, int] | None = None, fusion: str = "temporal_pool") -> ActionDetector:
-    """Build an :class:`ActionDetector`.
+    """Build an :class:`ActionDetector`: registered backbone -> fusion -> RoI neck -> registered head.
 
     Args:
-        backbone: a registered backbone name ('slowfast_r50', 'vit_base', ...) or 'vitsf'
-            (dual stream of ``vit`` and ``slowfast``, the ViT seeing every ``vit_frame_stride``-th frame,
-            resized to ``vit_input_size`` or to the nearest multiple of its patch).
-        head: 'acar' or 'linear'.
+        backbone: a registered backbone name ('slowfast_r50', 'vit_base', 'vitsf', ...; ``list_models("backbone")``).
+        head: a registered head name ('acar', 'linear'; ``list_models("head")``).
         num_classes: K.
-        backbone_kwargs / vit_kwargs / slowfast_kwargs: forwarded to the backbone factories.
-        head_kwargs: forwarded to the head (``in_channels`` is derived from the backbone).
+        backbone_kwargs: the backbone factory's arguments.
+        vit, slowfast, vit_kwargs, slowfast_kwargs, vit_frame_stride, vit_input_size: the same, spelt flat
+            (the layout presets and checkpoints store for the dual-stream ``vitsf``): those given (not None)
+            join ``backbone_kwargs`` and go to the backbone factory like its other arguments (a backbone
+            that does not take them raises ``TypeError``).
+        head_kwargs: the head factory's arguments (``in_channels`` is derived from the backbone).
         jitter_scale: training-time box jitter (ACAR-Net: 0.075).
         fusion_size: (H, W) of the fused grid (default: the largest backbone grid).
         fusion: 'temporal_pool' (default: average over time, resize to one grid, concatenate in the
@@ -116,13 +116,16 @@ def build_action_model(backbone: str, head: str, num_classes: int, *,
             BatchNorm + valid 3x3 conv on the ViT map, [slow, fast, vit] on the SlowFast grid;
             ``stad.models.fusion.ViTAdapterFusion``).
     """
-    if head not in HEADS:
-        raise KeyError(f"unknown head {head!r}; choose from {sorted(HEADS)}")
-    net = build_backbone(backbone, vit=vit, slowfast=slowfast, vit_kwargs=vit_kwargs,
-                         slowfast_kwargs=slowfast_kwargs, vit_frame_stride=vit_frame_stride,
-                         vit_input_size=vit_input_size, **(backbone_kwargs or {}))
+    flat = {k: v for k, v in dict(vit=vit, slowfast=slowfast, vit_kwargs=vit_kwargs, slowfast_kwargs=slowfast_kwargs,
+                                  vit_frame_stride=vit_frame_stride, vit_input_size=vit_input_size).items()
+            if v is not None}
+    both = sorted(set(flat) & set(backbone_kwargs or {}))
+    if both:
+        raise ValueError(f"backbone arguments {both} given both flat and in backbone_kwargs")
+    _registered(head, "head")  # an unknown head fails before the (possibly large) backbone is built
+    net = build_backbone(backbone, **flat, **(backbone_kwargs or {}))
     in_channels = sum(net.out_channels)
-    head_module = HEADS[head](in_channels, num_classes, **(head_kwargs or {}))
+    head_module = build_head(head, in_channels, num_classes, **(head_kwargs or {}))
     return ActionDetector(net, head_module, neck=RoINeck(jitter_scale=jitter_scale),
                           fusion=build_fusion(fusion, net, fusion_size))
 

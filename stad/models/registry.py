@@ -49,13 +49,23 @@ def _ensure_builtin_models() -> None:
     from stad.models import action_model, heads, slowfast, vit  # noqa: F401
 
 
-def get_entry(name: str) -> ModelEntry:
+def get_entry(name: str, kind: str | None = None) -> ModelEntry:
+    """The registry entry ``name``; with ``kind``, it must be of that kind ('backbone', 'head', 'detector').
+
+    An unknown name raises ``KeyError`` with a "did you mean" hint (among that kind's names when
+    ``kind`` is given); a name of another kind raises ``ValueError``."""
     _ensure_builtin_models()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        pool = list_models(kind)
+        close = difflib.get_close_matches(name, pool, n=3)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        if kind is not None:
+            raise KeyError(f"unknown {kind} {name!r}{hint} (registered {kind}s: {', '.join(pool)})")
         raise KeyError(f"unknown model {name!r}{hint} (see stad.models.list_models())")
-    return _REGISTRY[name]
+    entry = _REGISTRY[name]
+    if kind is not None and entry.kind != kind:
+        raise ValueError(f"{name!r} is a {entry.kind}, not a {kind} (registered {kind}s: {', '.join(list_models(kind))})")
+    return entry
 
 
 def create_model(name: str, **kwargs) -> nn.Module:

@@ -17,9 +17,9 @@ def test_every_shipped_config_passes(path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.head.kwargs.depht=2", "'model.head.kwargs.depht' (ACARHead does not take it); did you mean "
+    ("model.head.kwargs.depht=2", "'model.head.kwargs.depht' (acar -> ACARHead does not take it); did you mean "
                                   "'model.head.kwargs.depth'?"),
-    ("model.backbone.kwargs.alpah=4", "'model.backbone.kwargs.alpah' (slowfast_tiny does not take it); did you mean "
+    ("model.backbone.kwargs.alpah=4", "'model.backbone.kwargs.alpah' (slowfast_tiny -> SlowFast does not take it); did you mean "
                                       "'model.backbone.kwargs.alpha'?"),
     ("model.backbone.sub_kwargs.num_frame=8", "did you mean 'model.backbone.sub_kwargs.num_frames'?"),
     ("model.kwargs.vit_frame_strid=1", "did you mean 'model.kwargs.vit_frame_stride'?"),
@@ -29,7 +29,9 @@ def test_every_shipped_config_passes(path):
     ("val.augmentation.spatial.0.kwargs.resiz=120", "did you mean 'val.augmentation.spatial[0].kwargs.resize'?"),
     ("val.augmentation.spatial.0.type=Scal", "unknown transform 'Scal'; did you mean 'Scale'?"),
     ("val.augmentation.temporal.kwargs.stpe=2", "'val.augmentation.temporal.kwargs.stpe'"),
-    ("model.head.type=acr", "unknown head 'acr'"),
+    ("model.head.type=acr", "unknown head 'acr'; did you mean 'acar'?"),
+    ("model.head.type=vit_tiny", "'vit_tiny' is a backbone, not a head"),
+    ("model.backbone.arch=slowfst_tiny", "model.backbone.arch: unknown backbone 'slowfst_tiny'; did you mean"),
     ("model.head.kwargs.in_channels=3", "unknown key 'model.head.kwargs.in_channels'"),  # the builder sets it
 ])
 def test_a_typo_in_any_kwargs_is_a_config_error_naming_the_key(override, message):

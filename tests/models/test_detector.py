@@ -12,7 +12,9 @@ TINY_HEAD = dict(reduce_dim=32, hidden_dim=16, depth=1)
 
 def _tiny(backbone, head="acar", **kw):
     torch.manual_seed(0)
-    kwargs = dict(head_kwargs=TINY_HEAD if head == "acar" else None, vit="vit_tiny", slowfast="slowfast_tiny")
+    kwargs = dict(head_kwargs=TINY_HEAD if head == "acar" else None)
+    if backbone == "vitsf":  # the dual stream's own arguments: a single-stream backbone does not take them
+        kwargs.update(vit="vit_tiny", slowfast="slowfast_tiny")
     kwargs.update(kw)
     return build_action_model(backbone, head, 5, **kwargs)
 
@@ -104,8 +106,12 @@ def test_every_big_detector_preset_builds_on_meta(name):
 def test_vitsf_backbone_via_registry_and_kwarg_errors():
     backbone = create_model("vitsf", vit="vit_tiny", slowfast="slowfast_tiny", vit_frame_stride=2)
     assert backbone.out_channels == [64, 256, 64] and backbone.vit_frame_stride == 2
-    with pytest.raises(ValueError, match="vit_kwargs"):
+    with pytest.raises(TypeError, match="alpha"):  # vitsf takes vit_kwargs / slowfast_kwargs, like any factory
         build_action_model("vitsf", "acar", 3, vit="vit_tiny", slowfast="slowfast_tiny", backbone_kwargs={"alpha": 2})
+    with pytest.raises(TypeError, match="vit"):  # no backbone but vitsf takes the dual-stream arguments
+        build_action_model("slowfast_tiny", "acar", 3, vit="vit_tiny")
+    with pytest.raises(ValueError, match="not a head"):
+        build_action_model("slowfast_tiny", "vit_tiny", 3)
     with pytest.raises(ValueError, match="not a backbone"):
         build_action_model("acar_vitsf_tiny", "acar", 3)
 

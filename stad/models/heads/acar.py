@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from stad.models.heads.common import connect_empty, left_right_asymmetry, roi_maps
 from stad.models.neck import RoIBatch
+from stad.models.registry import register_model
 
 
 def conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -408,3 +409,9 @@ def acar_per_clip_reference(head: ACARHead, feature_map: torch.Tensor, rois: RoI
     if not relations:
         return feature_map.new_zeros(0, head.num_classes)
     return head._classify(actor, torch.cat(relations))
+
+
+@register_model("acar", kind="head")
+def acar(*, in_channels: int, num_classes: int, **kwargs) -> ACARHead:
+    """ACAR-Net's actor-context-actor relation head (HR2O); keyword arguments: :class:`ACARHead`'s."""
+    return ACARHead(in_channels, num_classes, **kwargs)

@@ -6,6 +6,7 @@ import torch.nn as nn
 
 from stad.models.heads.common import connect_empty, roi_features
 from stad.models.neck import RoIBatch
+from stad.models.registry import register_model
 
 
 class LinearHead(nn.Module):
@@ -28,3 +29,9 @@ class LinearHead(nn.Module):
         if len(rois) == 0:
             logits = connect_empty(logits, feature_map, self)
         return logits
+
+
+@register_model("linear", kind="head")
+def linear(*, in_channels: int, num_classes: int, **kwargs) -> LinearHead:
+    """ACAR-Net's baseline head (RoIAlign + max -> FC), also the linear probe; keyword arguments: :class:`LinearHead`'s."""
+    return LinearHead(in_channels, num_classes, **kwargs)
