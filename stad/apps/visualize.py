@@ -237,3 +237,77 @@ def save_png(path: str | Path, frame_bgr: np.ndarray) -> Path:
         raise RuntimeError(f"{path}: PNG encoding failed")
     atomic_write_bytes(path, data.tobytes())
     return Path(path)
+
+
+# --------------------------------------------------------------------------- drawing while decoding
+
+
+class StreamingAnnotator:
+    """Draws and encodes a video's frames while it is decoded (one pass), each with `overlay_at` its time.
+
+    Keyframe overlays arrive in time order (`add_overlay`); a frame at time t waits until the first
+    keyframe at or after t is known (then `overlay_at` over the overlays known so far equals
+    `overlay_at` over all of them), or until `close`. Memory: the frames decoded between a keyframe and
+    the moment its scores arrive (about a clip's half span plus a batch of keyframes).
+
+    ``snapshot``: also save, as PNG, the annotated keyframe showing the most actions, then the most
+    persons (the first of equals), drawn on the frame enlarged ``snapshot_scale`` times.
+    """
+
+    def __init__(self, out: str | Path, width: int, height: int, fps: Fraction, video_id: str, every: float = 1.0,
+                 snapshot: str | Path | None = None, snapshot_scale: float = 1.0) -> None:
+        from collections import deque
+
+        self.writer = Mp4Writer(out, width, height, fps)
+        self.fps, self.video_id, self.max_gap = float(fps), video_id, 1.5 * every
+        self.snapshot, self.snapshot_scale = snapshot, snapshot_scale
+        self.frames: deque[tuple[int, np.ndarray]] = deque()
+        self.overlays: list[Overlay] = []
+        self.best: Overlay | None = None
+        self.snap: tuple[int, np.ndarray, Overlay | None, float] | None = None
+
+    def add_frame(self, index: int, frame_bgr: np.ndarray) -> None:
+        """Decoded frame ``index`` (0-based, BGR ``[H, W, 3]``; not modified)."""
+        self.frames.append((index, frame_bgr))
+        self._flush(final=False)
+
+    def add_overlay(self, overlay: Overlay) -> None:
+        """The next keyframe's overlay (times increasing)."""
+        self.overlays.append(overlay)
+        if self.best is None or _richness(overlay) > _richness(self.best):
+            self.best = overlay
+        self._flush(final=False)
+
+    def close(self) -> int:
+        """Draw the remaining frames, finish the MP4 (and the snapshot); returns the frames written."""
+        self._flush(final=True)
+        self.writer.close()
+        if self.snapshot and self.snap is not None and self.best is not None and \
+                self.snap[0] == int(round(self.best.time * self.fps)):
+            _, frame, overlay, time = self.snap
+            scaled = frame if self.snapshot_scale == 1 else cv2.resize(
+                frame, None, fx=self.snapshot_scale, fy=self.snapshot_scale, interpolation=cv2.INTER_CUBIC)
+            save_png(self.snapshot, draw_overlay(scaled, overlay, header=f"{self.video_id}  {time:5.1f}s"))
+        return self.writer.frames_written
+
+    def abort(self) -> None:
+        """Discard the partial MP4."""
+        self.writer.abort()
+
+    def _flush(self, final: bool) -> None:
+        known = self.overlays[-1].time if self.overlays else None
+        while self.frames:
+            index, frame = self.frames[0]
+            time = index / self.fps
+            if not final and (known is None or known < time):
+                return
+            self.frames.popleft()
+            overlay = overlay_at(self.overlays, time, max_gap=self.max_gap)
+            self.writer.write(draw_overlay(frame, overlay, header=f"{self.video_id}  {time:5.1f}s"))
+            if self.best is not None and index == int(round(self.best.time * self.fps)):
+                self.snap = (index, frame, overlay, time)
+
+
+def _richness(overlay: Overlay) -> tuple[int, int]:
+    """(actions shown, persons): which keyframe makes the snapshot."""
+    return sum(len(a) for a in overlay.actions), len(overlay.boxes)

@@ -1,4 +1,4 @@
-"""`python -m stad.demo` on any video: output video frame count/size/rate, CSV, clear errors."""
+"""`python -m stad.demo` (alias of `stad.apps.demo`) on any video: output video frame count/size/rate, CSV, clear errors."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stad.apps.demo import DemoError, VideoInfo, plan_keyframes, probe_video, read_boxes_csv
+from stad.apps.demo import DemoError, read_boxes
+from stad.data.video import FrameReadError, VideoInfo, probe_video
+from stad.engine.inference import plan_keyframes
 from tests.e2e.demo_testutils import probe, run_cli, tiny_model, write_test_video
 
 
@@ -34,7 +36,7 @@ def test_missing_video_and_missing_demo_model_are_clear_errors(tmp_path):
 def test_probe_video_rejects_a_text_file(tmp_path):
     path = tmp_path / "x.avi"
     path.write_bytes(b"\x00\x01garbage" * 10)
-    with pytest.raises(DemoError, match="not a readable video file"):
+    with pytest.raises(FrameReadError, match="not a readable video file"):
         probe_video(path)
 
 
@@ -85,20 +87,18 @@ def test_plan_keyframes_from_timestamps_with_video_start(tmp_path):
     assert [(p.timestamp, p.frame) for p in plans] == [(900, 0), (902, 60)]  # 905 s is past the end
 
 
-def test_read_boxes_csv(tmp_path):
+def test_read_boxes_errors_are_clear(tmp_path):
+    """--boxes goes through stad.data.formats.ava.read_person_boxes_csv (tests/data/test_formats.py); the demo
+    turns its FormatError and a file without the video into one clear message."""
     path = tmp_path / "b.csv"
-    path.write_text("v,0902,0.1,0.2,0.3,0.4,12,3\nv,0902,0.1,0.2,0.3,0.4,80,3\nv,0903,0.5,0.5,0.9,0.9,,0.75\n"
-                    "w,0902,0.1,0.1,0.2,0.2,-1,0.5\n")
-    boxes = read_boxes_csv(path, "v")
-    assert sorted(boxes) == [902, 903]
-    assert len(boxes[902]) == 1 and boxes[902].ids.tolist() == [3] and boxes[902].scores.tolist() == [1.0]
-    assert boxes[903].ids.tolist() == [-1] and boxes[903].scores.tolist() == pytest.approx([0.75])
-    with pytest.raises(DemoError, match="no rows for video 'x'"):
-        read_boxes_csv(path, "x")
+    path.write_text("v,0902,0.1,0.2,0.3,0.4,12,3\nw,0902,0.1,0.1,0.2,0.2,-1,0.5\n")
+    assert sorted(read_boxes(path, "v")) == [902]
+    with pytest.raises(DemoError, match="no rows for video 'x'.*videos in the file: v, w"):
+        read_boxes(path, "x")
     bad = tmp_path / "bad.csv"
     bad.write_text("v,0902,0.1,0.2\n")
-    with pytest.raises(DemoError, match=r"bad.csv:1: expected >= 7 columns"):
-        read_boxes_csv(bad, "v")
+    with pytest.raises(DemoError, match=r"bad.csv: line 1: expected 7 or 8 columns"):
+        read_boxes(bad, "v")
 
 
 # --------------------------------------------------------------------------- weights without a config (presets)

@@ -129,3 +129,23 @@ def test_missing_weights_and_non_video_are_clear_errors(tmp_path, setup):
     with pytest.raises(FrameReadError, match="not a readable video file"):
         probe_video(tmp_path / "x.mp4")
     assert VideoInfo(tmp_path / "a.mp4", 30, Fraction(30), 4, 4).video_id == "a"
+
+
+def test_demo_app_scores_equal_main_py_scores(setup):
+    """The demo application itself (--boxes, --batch-size 2, annotated video drawn in the same pass)."""
+    from stad.apps import demo
+
+    out = setup["tmp"] / "annotated.mp4"
+    args = demo.parse_args(["--video", str(setup["video"]), "--config", str(setup["config"]), "--weights",
+                            str(setup["weights"]), "--boxes", str(setup["tmp"] / "boxes.csv"), "--model-fps", str(FPS),
+                            "--batch-size", "2", "--out", str(out), "--no-progress"])
+    summary = demo.run(args)
+    assert summary["frames_written"] == 4 * FPS and out.is_file()
+    predictor = Predictor.from_weights(setup["weights"], load_config(setup["config"], setup["sets"]))
+    expected = main_py_scores(setup, predictor)
+    got = {p.key: p for p in summary["predictions"]}
+    assert list(got) == list(expected)
+    for key, (boxes, scores) in expected.items():
+        np.testing.assert_array_equal(got[key].boxes.xyxy, boxes)
+        assert got[key].boxes.ids.tolist() == list(range(len(boxes)))  # the CSV's person ids, not tracked
+        np.testing.assert_allclose(got[key].scores, scores, rtol=0, atol=1e-6)
