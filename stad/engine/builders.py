@@ -482,12 +482,13 @@ def preprocessing_from_config(config: Config, labels: bool = True) -> Any:
 
 
 def preset_from_config(config: Config, name: str = "") -> Any:
-    """A :class:`stad.models.presets.ModelPreset` for a run of ``config``: ``build_action_model`` kwargs and
-    the config's test-time preprocessing. Stored in every checkpoint the engine writes."""
-    from stad.models.presets import ACTION_MODEL, ModelPreset
+    """A :class:`stad.models.presets.ModelPreset` for a run of ``config``: its model (``model_spec``) and the
+    config's test-time preprocessing. Stored in every checkpoint the engine writes."""
+    from stad.models.presets import ModelPreset
 
-    return ModelPreset(name, ACTION_MODEL, preprocessing_from_config(config), model_kwargs(config), layout="stad",
-                       description="written by stad.engine from its run config")
+    model, kwargs = model_spec(config)  # build_action_model arguments, or a model.preset's registered detector
+    return ModelPreset(name or config.model.preset or "", model, preprocessing_from_config(config), kwargs,
+                       layout="stad", description="written by stad.engine from its run config")
 
 
 def transform_from_preprocessing(preprocessing: Any) -> Any:

@@ -64,7 +64,8 @@ def get_entry(name: str, kind: str | None = None) -> ModelEntry:
         raise KeyError(f"unknown model {name!r}{hint} (see stad.models.list_models())")
     entry = _REGISTRY[name]
     if kind is not None and entry.kind != kind:
-        raise ValueError(f"{name!r} is a {entry.kind}, not a {kind} (registered {kind}s: {', '.join(list_models(kind))})")
+        raise ValueError(f"{name!r} is a {entry.kind}, not a {kind} "
+                         f"(registered {kind}s: {', '.join(list_models(kind))})")
     return entry
 
 
