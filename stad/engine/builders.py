@@ -270,18 +270,26 @@ def _read_weights(spec: PathSpec) -> dict:
     return state
 
 
-_LORA_KEYS = ("lora_a", "lora_b")
+_LORA_KEYS = ("lora_a", "lora_b", "lora_scaling")
 
 
 def load_weights(model: nn.Module, checkpoint: dict, strict: bool = True) -> list[str]:
     """Load a whole-model checkpoint: ours, ACAR-Net's AVA layout or the CW reference's VITSF layout
     (``stad.models.checkpoints.filter_cw_vitsf``; the model must be built as that reference:
-    ``model.kwargs.fusion: cw_reference``, ``sub_kwargs.final_norm: false``)."""
+    ``model.kwargs.fusion: cw_reference``, ``sub_kwargs.final_norm: false``).
+
+    LoRA (``model.finetune.mode: lora``): a file without adapters loads into a model with them (they keep
+    their identity start); a file with adapters loads into a model without them folded
+    (``stad.models.lora.merge_lora_state``), e.g. a LoRA run's checkpoint into its preset's model."""
     from stad.models.checkpoints import filter_acar_detector, filter_cw_vitsf, unwrap_checkpoint
 
     state = unwrap_checkpoint(checkpoint, ("state_dict", "model"))
     filters = (lambda sd: filter_acar_detector({"state_dict": sd}), filter_cw_vitsf)
     adapters = {k: v for k, v in ckpt.unwrap(model).state_dict().items() if k.endswith(_LORA_KEYS)}
+    if not adapters and any(str(k).endswith(_LORA_KEYS) for k in state):
+        from stad.models.lora import merge_lora_state
+
+        state = merge_lora_state(ckpt.strip_prefix(state))  # a LoRA fine-tuned file into the plain model: folded
     if adapters and not any(str(k).endswith(_LORA_KEYS) for k in state):
         # weights of the model before LoRA (model.finetune.mode: lora): its adapters keep their start (B = 0, identity)
         def with_adapters(sd: dict) -> dict:

@@ -2,7 +2,8 @@
 
 Load the official weights first, then :func:`apply_lora`: the wrapped layers keep their
 ``weight``/``bias`` names (LoRALinear subclasses nn.Linear), so the state dict only gains
-``lora_a``/``lora_b`` entries. :func:`merge_lora` folds the adapters back into plain Linears.
+``lora_a``/``lora_b``/``lora_scaling`` entries. :func:`merge_lora` folds the adapters back into plain
+Linears; :func:`merge_lora_state` does the same on a state dict.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class LoRALinear(nn.Linear):
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
         self.rank, self.scaling = rank, alpha / rank
+        # in the state dict too, so that a file of adapters can be folded without the config (merge_lora_state)
+        self.register_buffer("lora_scaling", torch.tensor(float(self.scaling), device=device), persistent=True)
         self.lora_a = nn.Parameter(torch.empty(rank, in_features, device=device, dtype=dtype))
         self.lora_b = nn.Parameter(torch.zeros(out_features, rank, device=device, dtype=dtype))
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
@@ -88,6 +91,21 @@ def merge_lora(model: nn.Module) -> int:
             setattr(parent, child, module.merged())
             count += 1
     return count
+
+
+def merge_lora_state(state_dict: dict) -> dict:
+    """A state dict with every adapter (``X.lora_a``, ``X.lora_b``, ``X.lora_scaling``) folded into ``X.weight``:
+    the keys of the model without LoRA (what :func:`merge_lora` gives), e.g. to load a LoRA fine-tuned
+    checkpoint into a freshly built model for inference."""
+    out = dict(state_dict)
+    for key in [k for k in state_dict if k.endswith(".lora_a")]:
+        prefix = key[: -len("lora_a")]
+        if prefix + "lora_scaling" not in state_dict:
+            raise KeyError(f"{prefix}lora_scaling: the adapter's scale is not in the state dict")
+        a, b = out.pop(prefix + "lora_a"), out.pop(prefix + "lora_b")
+        scaling = out.pop(prefix + "lora_scaling")
+        out[prefix + "weight"] = out[prefix + "weight"] + scaling.to(b.dtype) * (b @ a)
+    return out
 
 
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -326,6 +326,12 @@ def test_lora_trains_adapters_and_head_and_its_weights_load_and_merge(tmp_path):
     with torch.no_grad():
         out = model(batch.clips, batch.boxes)
         assert torch.equal(fresh(batch.clips, batch.boxes), out)
+    # into the model without LoRA (what its checkpoint's preset builds), folded on loading
+    _, folded = _tiny()
+    builders.load_weights(folded, {"state_dict": model.state_dict()}, strict=True)
+    folded.eval()
+    with torch.no_grad():
+        assert torch.allclose(folded(batch.clips, batch.boxes), out, atol=1e-5)
     # merged, it is the plain model's layout with the adapters folded in
     assert merge_lora(model) == 2 * len(model.backbone.vit.blocks)
     builders.load_weights(plain, {"state_dict": model.state_dict()}, strict=True)
