@@ -170,6 +170,6 @@ def test_a_kwargs_typo_is_one_config_error_before_any_worker(tmp_path):
                            "--set", "model.head.kwargs.depht=2", "--set", f"result_path={tmp_path / 'r'}"],
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("config error: unknown key 'model.head.kwargs.depht' (ACARHead does not take it); "
-                                   "did you mean 'model.head.kwargs.depth'?")
+    assert proc.stderr.strip() == ("config error: unknown key 'model.head.kwargs.depht' (acar -> ACARHead does not "
+                                   "take it); did you mean 'model.head.kwargs.depth'?")
     assert not (tmp_path / "r").exists()  # no worker started, nothing written
