@@ -20,8 +20,9 @@ path ``main.py`` evaluation scores with: the video is decoded once, at its own f
 ``--boxes``, read by `stad.data.formats.ava.read_person_boxes_csv`), each keyframe's clip is sampled
 in *time* at the frame rate the model was trained at (the preset's, or ``--model-fps``), so a 25, 30
 or 60 fps video gives the model the same temporal extent, and keyframes are scored ``--batch-size``
-at a time. The annotated video is drawn and encoded during the same decoding pass. The person detector's image size and
-threshold come from its weights (sidecar ``<stem>.yaml``: ``imgsz``, ``demo_conf``; ultralytics'
+at a time. The annotated video is drawn and encoded during the same decoding pass.
+
+The person detector's image size and threshold come from its weights (sidecar ``<stem>.yaml``: ``imgsz``, ``demo_conf``; ultralytics'
 ``train_args``) unless given. Outputs: the annotated video (same size, frame rate and frame count
 as the input; boxes, person ids from a greedy IoU tracker, top actions with scores), an AVA-style
 prediction CSV (``video_id,t,x1,y1,x2,y2,action_id,score``, video id = file stem) and, next to it,
