@@ -149,3 +149,31 @@ def test_demo_app_scores_equal_main_py_scores(setup):
         np.testing.assert_array_equal(got[key].boxes.xyxy, boxes)
         assert got[key].boxes.ids.tolist() == list(range(len(boxes)))  # the CSV's person ids, not tracked
         np.testing.assert_allclose(got[key].scores, scores, rtol=0, atol=1e-6)
+
+
+def test_padded_batches_score_as_in_main_py(setup, tmp_path):
+    """Keyframes of a landscape and a portrait video in one batch (short side 64: 85x64 and 64x85, padded to
+    85x85): `Predictor.score` goes through the same collate and `score_batch` as predict_shard, sizes included."""
+    from stad.data.video import clip_indices, iter_video_frames
+
+    (tmp_path / "videos").mkdir()
+    write_test_video(tmp_path / "videos" / "a.mp4", width=160, height=120, fps=FPS, seconds=1.0)
+    write_test_video(tmp_path / "videos" / "b.mp4", width=120, height=160, fps=FPS, seconds=1.0)
+    boxes = Boxes(np.array(BOXES[2], np.float32))
+    keyframes = [Keyframe(v, 0, boxes, tuple((1,) for _ in range(3)), mid_frame=16, start_frame=1, n_frames=FPS,
+                          format_str="%06d.jpg", frame_rate=FPS) for v in ("a", "b")]
+    write_acar_pkl(tmp_path / "val.pkl", keyframes, toy_labelmap())
+    scale = ("val.augmentation.spatial=[{type: Scale, kwargs: {resize: 64}}, {type: ToTensor, kwargs: "
+             "{norm_value: 255.}}]")
+    padded = {**setup, "sets": [f"val.annotation_path={tmp_path / 'val.pkl'}",
+                                f"val.video_root={tmp_path / 'videos'}", "val.decode_threads=0", scale]}
+    predictor = Predictor.from_weights(setup["weights"], load_config(setup["config"], padded["sets"]), batch_size=2)
+    expected = main_py_scores(padded, predictor, batch_size=2)
+    samples = []
+    for v in ("a", "b"):
+        frames = list(iter_video_frames(tmp_path / "videos" / f"{v}.mp4"))
+        clip = clip_indices(16, 4, 4, len(frames)) - 1  # the dataset's 1-based frame numbers -> decoding order
+        samples.append(predictor.sample([frames[i] for i in clip], (v, 0), boxes))
+    assert {tuple(s.pixels.shape[-2:]) for s in samples} == {(64, 85), (85, 64)}
+    scored = predictor.score(samples)
+    np.testing.assert_allclose(scored.scores, np.concatenate([expected["a", 0][1], expected["b", 0][1]]), atol=1e-6)
