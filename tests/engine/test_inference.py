@@ -7,7 +7,6 @@ from an AVA-style CSV as the demo reads them; per-box scores agree to 1e-6 for e
 from __future__ import annotations
 
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
