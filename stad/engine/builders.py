@@ -281,7 +281,7 @@ def load_weights(model: nn.Module, checkpoint: dict, strict: bool = True) -> lis
     LoRA (``model.finetune.mode: lora``): a file without adapters loads into a model with them (they keep
     their identity start); a file with adapters loads into a model without them folded
     (``stad.models.lora.merge_lora_state``), e.g. a LoRA run's checkpoint into its preset's model."""
-    from stad.models.checkpoints import filter_acar_detector, filter_cw_vitsf, unwrap_checkpoint
+    from stad.models.checkpoints import filter_acar_detector, filter_cw_vitsf, strip_prefix, unwrap_checkpoint
 
     state = unwrap_checkpoint(checkpoint, ("state_dict", "model"))
     filters = (lambda sd: filter_acar_detector({"state_dict": sd}), filter_cw_vitsf)
@@ -289,7 +289,7 @@ def load_weights(model: nn.Module, checkpoint: dict, strict: bool = True) -> lis
     if not adapters and any(str(k).endswith(_LORA_KEYS) for k in state):
         from stad.models.lora import merge_lora_state
 
-        state = merge_lora_state(ckpt.strip_prefix(state))  # a LoRA fine-tuned file into the plain model: folded
+        state = merge_lora_state(strip_prefix(state, "module."))  # a LoRA fine-tuned file into the plain model: folded
     if adapters and not any(str(k).endswith(_LORA_KEYS) for k in state):
         # weights of the model before LoRA (model.finetune.mode: lora): its adapters keep their start (B = 0, identity)
         def with_adapters(sd: dict) -> dict:
@@ -298,7 +298,7 @@ def load_weights(model: nn.Module, checkpoint: dict, strict: bool = True) -> lis
         def through(fn: Callable) -> Callable:  # a layout filter sees the file's keys only
             return lambda sd: with_adapters(fn({k: v for k, v in sd.items() if k not in adapters}))
 
-        state = with_adapters(ckpt.strip_prefix(state))
+        state = with_adapters(strip_prefix(state, "module."))
         filters = tuple(through(fn) for fn in filters)
     try:
         return ckpt.load_model_weights(model, state, strict=strict, filters=filters)

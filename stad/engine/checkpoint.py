@@ -140,34 +140,42 @@ def checkpoint_preset(checkpoint: Any) -> Any:
     return stored if isinstance(stored, ModelPreset) else ModelPreset.from_dict(stored)
 
 
-def strip_prefix(state_dict: dict, prefix: str = "module.") -> dict:
-    """Drop a DDP ``module.`` prefix if every key has it."""
-    if state_dict and all(k.startswith(prefix) for k in state_dict):
-        return {k[len(prefix):]: v for k, v in state_dict.items()}
-    return dict(state_dict)
-
-
 def load_model_weights(model: torch.nn.Module, state_dict: dict, *, strict: bool = True,
                        filters: tuple[Callable[[dict], dict], ...] = ()) -> list[str]:
     """Load ``state_dict`` into ``model``; if it does not match, try each filter (official layouts).
 
-    Returns the missing keys (empty when strict). A strict mismatch that no filter fixes raises with
-    a short list of missing/unexpected keys.
+    Strict: the first candidate (the file as is, then each filter's output) whose keys are exactly the
+    model's. Not strict: the candidate that fills the most model tensors (same name and shape), so an
+    official file given as ``pretrain`` goes through its filter too; one that fills none is an error.
+    Returns the missing keys (empty when strict).
     """
+    from stad.models.checkpoints import strip_prefix
+
     model = unwrap(model)
-    candidates = [strip_prefix(state_dict)]
+    candidates = [strip_prefix(state_dict, "module.")]
     for fn in filters:
         try:
             candidates.append(fn(candidates[0]))
         except (KeyError, ValueError, RuntimeError):
             continue  # this filter is for another layout
-    own = set(model.state_dict())
-    for candidate in candidates:
-        if not strict or set(candidate) == own:
-            result = model.load_state_dict(candidate, strict=strict)
-            return list(result.missing_keys)
+    own = model.state_dict()
+    if strict:
+        for candidate in candidates:
+            if set(candidate) == set(own):
+                model.load_state_dict(candidate, strict=True)
+                return []
+    else:
+        fits = [sum(k in own and own[k].shape == v.shape for k, v in c.items()) for c in candidates]
+        best = max(range(len(candidates)), key=fits.__getitem__)
+        if fits[best]:
+            chosen = {k: v for k, v in candidates[best].items() if k in own and own[k].shape == v.shape}
+            reshaped = sorted(k for k, v in candidates[best].items() if k in own and own[k].shape != v.shape)
+            if reshaped:
+                logging.getLogger(__name__).warning("%d tensors of other shapes left at init, e.g. %s",
+                                                    len(reshaped), reshaped[:3])
+            return list(model.load_state_dict(chosen, strict=False).missing_keys)
     first = candidates[0]
-    missing = sorted(own - set(first))[:5]
-    unexpected = sorted(set(first) - own)[:5]
+    missing = sorted(set(own) - set(first))[:5]
+    unexpected = sorted(set(first) - set(own))[:5]
     raise RuntimeError(f"weights do not match the model: missing {missing}..., unexpected {unexpected}... "
                        f"(tried {len(candidates) - 1} checkpoint filters)")

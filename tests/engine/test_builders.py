@@ -83,6 +83,25 @@ def test_acar_layout_whole_model_checkpoint_loads(tmp_path):
         assert torch.equal(value, target.state_dict()[key]), key
 
 
+def test_pretrain_with_an_acar_layout_file_goes_through_its_filter(tmp_path):
+    """Top-level ``pretrain`` (non-strict) takes the filtered layout that fills the most tensors."""
+    cfg = _toy(["model.backbone.sub_arch=null", "model.kwargs={}"])
+    checkpoint.seed_everything(0)
+    source = builders.build_model(cfg)
+    acar = {f"module.{part}.module.{key}": value for part in ("backbone", "head")
+            for key, value in getattr(source, part).state_dict().items()}
+    path = tmp_path / "AVA_ACAR.pth.tar"
+    torch.save({"epoch": 5, "state_dict": acar}, path)
+    cfg = _toy(["model.backbone.sub_arch=null", "model.kwargs={}", f"pretrain.path={path}"])
+    checkpoint.seed_everything(1)
+    target = builders.build_model(cfg)
+    builders.load_initial_weights(target, cfg, LOG)
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key]), key
+    with pytest.raises(RuntimeError, match="weights do not match the model"):  # fills nothing: an error
+        builders.load_weights(target, {"state_dict": {"foo.weight": torch.zeros(1)}}, strict=False)
+
+
 def test_pretrained_streams_load_through_filters(tmp_path):
     cfg = _toy()
     checkpoint.seed_everything(0)
