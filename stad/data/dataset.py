@@ -157,8 +157,8 @@ def _limit_threads_in_workers(source: object) -> None:
 
         cv2.setNumThreads(1)
         _WORKER_SETUP_DONE = True
-    if getattr(source, "decoder_threads", 1) != 1:
-        source.decoder_threads = 1  # type: ignore[attr-defined]
+    if getattr(source, "codec_threads", 1) != 1:
+        source.codec_threads = 1  # type: ignore[attr-defined]
     if getattr(source, "decode_threads", 1) is None:  # auto
         source.decode_threads = 1  # type: ignore[attr-defined]
 

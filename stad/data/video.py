@@ -335,17 +335,17 @@ def probe_video(path: str | Path) -> VideoInfo:
     return VideoInfo(path, count, Fraction(rate) if rate else Fraction(30), int(width), int(height))
 
 
-def iter_video_frames(path: str | Path, decoder_threads: int = 0) -> Iterator[np.ndarray]:
+def iter_video_frames(path: str | Path, codec_threads: int = 0) -> Iterator[np.ndarray]:
     """Every frame of the first video stream once, in decoding order, as BGR ``uint8 [H, W, 3]`` (frame
-    ``n`` of `VideoFileSource` is the n-th one). ``decoder_threads``: 0 = FFmpeg's automatic threading."""
+    ``n`` of `VideoFileSource` is the n-th one). ``codec_threads``: 0 = FFmpeg's automatic threading."""
     import av
 
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            if decoder_threads != 1:
+            if codec_threads != 1:
                 stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = decoder_threads
+            stream.codec_context.thread_count = codec_threads
             for frame in container.decode(stream):
                 yield frame.to_ndarray(format="bgr24")
     except av.FFmpegError as error:
@@ -402,14 +402,14 @@ class VideoFileSource(_ThreadedSource):
     decoder's position continues decoding forward when that costs fewer frames than seeking to the
     preceding keyframe did on this video, and frames shared with the previous clip are reused, so
     sequential reads (evaluation) decode each frame about once even with long GOPs; otherwise the
-    decoder seeks. Only the requested frames are converted to BGR and resized. ``decoder_threads``: 0 = FFmpeg's automatic frame/slice threading (main
+    decoder seeks. Only the requested frames are converted to BGR and resized. ``codec_threads``: 0 = FFmpeg's automatic frame/slice threading (main
     process), 1 = single thread (DataLoader workers, where processes already share the cores).
     ``decode_threads``: the requested frames' BGR conversion and resize run on this many threads
     (`stad.data.threads`; None = auto = min(4, cpu count); 0 or 1 = inline); decoding itself is
-    sequential (FFmpeg's own threads, ``decoder_threads``).
+    sequential (FFmpeg's own threads, ``codec_threads``).
     """
 
-    def __init__(self, root: str | Path, cache_videos: int = 0, decoder_threads: int = 0,
+    def __init__(self, root: str | Path, cache_videos: int = 0, codec_threads: int = 0,
                  decode_threads: int | None = 1) -> None:
         resolve_decode_threads(decode_threads)  # validate now, resolve per process on first use
         self.root = Path(root)
@@ -418,7 +418,7 @@ class VideoFileSource(_ThreadedSource):
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.cache_videos = cache_videos  # whole decoded videos kept in memory (small datasets)
-        self.decoder_threads = decoder_threads
+        self.codec_threads = codec_threads
         self._decoders: OrderedDict[str, _OpenDecoder] = OrderedDict()
         self._seek_cost: dict[str, int] = {}  # most frames decoded before the first wanted one after a seek
         self._recent: tuple[tuple | None, dict[int, np.ndarray]] = (None, {})  # the last clip's frames
@@ -486,9 +486,9 @@ class VideoFileSource(_ThreadedSource):
 
             container = av.open(str(self.video_path(video)))
             stream = container.streams.video[0]
-            if self.decoder_threads != 1:
+            if self.codec_threads != 1:
                 stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = self.decoder_threads
+            stream.codec_context.thread_count = self.codec_threads
             decoder = self._decoders[video] = _OpenDecoder(container, stream, self.info(video)[1])
             while len(self._decoders) > 2:
                 self._decoders.popitem(last=False)[1].close()

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from stad.config import Config, config_to_dict, save_config
 from stad.engine import builders, checkpoint as ckpt
 from stad.engine.distributed import DistContext, barrier, broadcast_object
-from stad.engine.evaluation import evaluate_csv
+from stad.engine.frame_map import evaluate_csv
 from stad.engine.logs import ScalarWriter, progress, setup_logger
 from stad.engine.optim import WarmupLRSchedule, build_optimizer
 from stad.engine.predictor import gather_to_main, mean_loss, merge_shards, predict_shard, write_predictions_csv
