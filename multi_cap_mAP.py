@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 
+from stad.cli import run_cli
 from stad.evaluation import OFFICIAL_CAPACITY, AvaCsvError, EvaluationResult, evaluate
 from stad.evaluation.report import format_table, write_json, write_plot
 
@@ -87,4 +88,4 @@ def main(argv: list[str] | None = None) -> EvaluationResult:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

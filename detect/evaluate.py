@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from stad.cli import run_cli
 from stad.data.formats import ava
 from stad.data.formats.acar_pkl import element_to_keyframe, validate_acar
 from stad.data.formats.errors import FormatError
@@ -193,4 +194,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

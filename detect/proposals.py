@@ -24,6 +24,7 @@ from detect.keyframes import (CONVENTIONS, KeyframeRequest, get_convention, ever
 from detect.source import KeyframeSource, open_source, prefetch, video_frame_count
 from detect.runtimes import CACHE_ENV, RUNTIMES
 from detect.streams import StreamPool, plan_batch, plan_streams
+from stad.cli import run_cli
 from stad.data.formats.acar_pkl import write_acar_pkl
 from stad.data.formats.ava import keyframe_for, write_dense_proposals
 from stad.data.formats.conventions import FrameConvention
@@ -220,4 +221,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from stad.cli import run_cli
 from stad.io_utils import atomic_write_text
 
 LOGGER = logging.getLogger("detect.train")
@@ -158,4 +159,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from detect.keyframes import CONVENTIONS, get_convention, requests_from_keys
 from detect.source import VIDEO_EXTENSIONS, FrameFolderSource, open_source
+from stad.cli import run_cli
 from stad.data.formats import ava
 from stad.io_utils import atomic_write_text
 from stad.structures import KeyframeKey
@@ -182,4 +183,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 from detect.runtimes import RUNTIMES
 from stad.apps.visualize import Overlay, StreamingAnnotator, top_actions
+from stad.cli import run_cli
 from stad.structures import Boxes, LabelMap
 
 LOGGER = logging.getLogger("stad.apps.demo")
@@ -300,4 +301,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

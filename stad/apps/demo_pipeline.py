@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from stad.cli import run_cli
 from stad.io_utils import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -280,4 +281,4 @@ def print_summary(meta: dict, out: Path, total: float) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from stad.cli import run_cli
 from stad.data.formats import acar_pkl, ava, chaotic_world, multisports
-from stad.data.formats.errors import FormatError
 from stad.data.formats.conventions import AVA, CHAOTIC_WORLD, MULTISPORTS, TOY, FrameConvention
 from stad.data.formats.labelmap import read_labelmap, write_labelmap
 from stad.structures import Boxes, Keyframe, KeyframeKey, LabelMap, box_iou
@@ -186,14 +186,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The CLI; bad input prints one clear line naming the file (and line/field) and exits 2."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        return _run(args)
-    except (FormatError, ValueError, KeyError, FileNotFoundError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -217,4 +216,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

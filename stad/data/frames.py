@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from stad.cli import run_cli
 from stad.data.video import VIDEO_EXTENSIONS
 from stad.io_utils import atomic_write_text
 
@@ -161,4 +162,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_cli(main))

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from stad.cli import run_cli
 from stad.data.formats import acar_pkl, ava
 from stad.data.formats.errors import FormatError
 from stad.data.formats.labelmap import read_labelmap
@@ -368,4 +369,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

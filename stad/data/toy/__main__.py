@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 
+from stad.cli import run_cli
 from stad.data.toy.generate import SIZES, generate
 
 
@@ -29,4 +31,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_cli(main))
