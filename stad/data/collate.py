@@ -3,7 +3,7 @@
 Built for DataLoader workers: the uint8 clips are stacked straight into shared memory, and a batch
 crossing the process boundary pickles its per-clip box tensors as a few concatenated numpy arrays
 (inline bytes) instead of one shared-memory segment - and one file-descriptor handshake - per small
-tensor (measured: that handshake cost the main process several ms per batch).
+tensor (the handshakes' cost: bench/RESULTS.md, data loading).
 """
 from __future__ import annotations
 

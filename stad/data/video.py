@@ -7,9 +7,9 @@ when the caller will downscale anyway (JPEG DCT scaling, much faster than decodi
 each frame once to the caller's size, and decode each distinct frame once even when a clamped clip
 repeats it. No torch here.
 
-JPEGs are decoded with simplejpeg (libjpeg-turbo, ~2.5x faster than ``cv2.imdecode`` at full size on
-this project's 2-core CPU, bit-identical output - tested) when it is installed, else with OpenCV;
-PNGs and other formats always with OpenCV.
+JPEGs are decoded with simplejpeg (libjpeg-turbo with less overhead than ``cv2.imdecode``;
+bit-identical output - tested) when it is installed, else with OpenCV; PNGs and other formats
+always with OpenCV.
 
 Frame numbering: file ``root/<video>/(format_str % n)``; in a video file, frame ``n`` is the n-th
 decoded frame, shown at ``(n - 1) / fps`` s from the stream start (constant frame rate assumed).

@@ -41,9 +41,8 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Bias-free 1x1 convolution: x [B, C_in, H, W], weight [C_out, C_in] or [C_out, C_in, 1, 1] -> [B, C_out, H, W].
 
     On CPU it passes ``dilation=2``, which cannot change a 1x1 convolution but makes PyTorch pick
-    oneDNN: for 1x1 kernels with one thread and a batch < 16 it otherwise uses its im2col + BLAS
-    path, measured 2.3x slower for conv_reduce (2304 -> 1024 channels, 8 x 16 x 16, channels-last)
-    on this project's 2-core AMD EPYC CPU.
+    oneDNN instead of its im2col + BLAS path for small batches (how much that gains depends on the
+    CPU: bench/RESULTS.md, "1x1 convolution dispatch").
     """
     weight = weight.reshape(weight.shape[0], -1, 1, 1)
     return F.conv2d(x, weight, dilation=2 if x.device.type == "cpu" else 1)
