@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -91,3 +92,56 @@ def broadcast_object(ctx: DistContext, obj: Any, src: int = 0) -> Any:
     holder = [obj]
     dist.broadcast_object_list(holder, src=src, device=ctx.device if ctx.backend == "nccl" else None)
     return holder[0]
+
+
+GATHER_CHUNK_BYTES = 4 << 20  # bytes per rank per collective call (gather rounds)
+
+
+@dataclass(frozen=True)
+class GatherStats:
+    """What one `gather_bytes` call moved: total bytes from all ranks, rounds (collective calls), seconds."""
+
+    bytes: int = 0
+    rounds: int = 0
+    seconds: float = 0.0
+
+
+def gather_bytes(ctx: DistContext, payload: bytes, dst: int = 0,
+                 chunk_bytes: int = GATHER_CHUNK_BYTES) -> tuple[list[bytes] | None, GatherStats]:
+    """Every rank's ``payload`` on rank ``dst`` (in rank order; other ranks get None), over the process
+    group: no shared filesystem. Payloads of any size move in rounds of at most ``chunk_bytes`` per
+    rank, so no single message (or receive buffer on ``dst``: world_size x chunk) grows with the data;
+    each round is a collective with the group's timeout, so a dead peer ends the wait with an error."""
+    import time
+
+    start = time.perf_counter()
+    if not (ctx.distributed and ctx.world_size > 1):
+        return [bytes(payload)], GatherStats(len(payload), 0, time.perf_counter() - start)
+    if chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
+    device = ctx.device if ctx.backend == "nccl" else torch.device("cpu")
+    sizes_t = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(ctx.world_size)]
+    dist.all_gather(sizes_t, torch.tensor([len(payload)], dtype=torch.int64, device=device))
+    sizes = [int(s.item()) for s in sizes_t]
+    largest = max(sizes)
+    source = np.frombuffer(payload, dtype=np.uint8) if payload else np.zeros(0, np.uint8)
+    received = [np.empty(n, np.uint8) for n in sizes] if ctx.rank == dst else None
+    rounds = 0
+    for begin in range(0, largest, chunk_bytes):
+        width = min(chunk_bytes, largest - begin)  # the last round is no wider than needed
+        piece = np.zeros(width, np.uint8)
+        mine = source[begin:begin + width]
+        piece[:len(mine)] = mine
+        tensor = torch.from_numpy(piece).to(device)
+        buffers = ([torch.empty(width, dtype=torch.uint8, device=device) for _ in range(ctx.world_size)]
+                   if ctx.rank == dst else None)
+        dist.gather(tensor, buffers, dst=dst)
+        rounds += 1
+        if received is not None:
+            for rank, buf in enumerate(buffers):
+                n = max(0, min(width, sizes[rank] - begin))
+                if n:
+                    received[rank][begin:begin + n] = buf[:n].cpu().numpy()
+    elapsed = time.perf_counter() - start
+    stats = GatherStats(sum(sizes), rounds, elapsed)
+    return ([b.tobytes() for b in received] if received is not None else None), stats

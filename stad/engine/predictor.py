@@ -1,12 +1,13 @@
 """Distributed inference: every box gets a score for every class, merged into one AVA CSV.
 
-Each rank scores its shard of the dataset and saves a part file tagged with dataset indices. The
-distributed sampler pads the last shard with repeated samples, so rank 0 keeps the first copy of
-each dataset index, checks that every index is present exactly once, and writes the rows in dataset
+Each rank scores its shard of the dataset, tagged with dataset indices, and sends it to rank 0 over
+torch.distributed (`gather_to_main`: no files, no shared filesystem). The distributed sampler pads
+the last shard with repeated samples, so rank 0 keeps the first copy of each dataset index, checks that every index is present exactly once, and writes the rows in dataset
 order -- the merged CSV is the same for any number of ranks.
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stad.engine.distributed import DistContext, barrier
+from stad.engine.distributed import GATHER_CHUNK_BYTES, DistContext, GatherStats, gather_bytes
 from stad.structures import LabelMap
 
 @dataclass(frozen=True)
@@ -225,21 +226,44 @@ def merge_shards(shards: Sequence[Shard], dataset_size: int, num_classes: int) -
     return merged.select(np.argsort(merged.sample_index, kind="stable"))
 
 
-def gather_to_main(ctx: DistContext, shard: Shard, tmp_dir: Path) -> list[Shard] | None:
-    """Every rank saves its shard; rank 0 loads them all after a barrier (others get None)."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"predictions": shard.predictions.__dict__, "covered": shard.covered, "loss_sums": shard.loss_sums},
-               tmp_dir / f"predict_rank{ctx.rank}.pt")
-    barrier(ctx)
-    if not ctx.is_main:
-        return None
-    shards = []
-    for rank in range(ctx.world_size):
-        part = tmp_dir / f"predict_rank{rank}.pt"
-        state = torch.load(part, weights_only=False)
-        shards.append(Shard(Predictions(**state["predictions"]), state["covered"], state["loss_sums"]))
-        part.unlink()  # merged in memory; parts of a large val set are big
-    return shards
+def shard_to_bytes(shard: Shard, rank: int) -> bytes:
+    """One rank's shard as bytes (what `gather_to_main` sends): numpy arrays + its rank, pickled."""
+    p = shard.predictions
+    return pickle.dumps({"rank": rank, "predictions": {name: getattr(p, name) for name in _PREDICTION_FIELDS},
+                         "covered": shard.covered, "loss_sums": shard.loss_sums}, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def shard_from_bytes(payload: bytes, rank: int) -> Shard:
+    """Inverse of `shard_to_bytes`; checks the sender's rank and that every column has one entry per row."""
+    state = pickle.loads(payload)
+    if state.get("rank") != rank:
+        raise RuntimeError(f"prediction shard of rank {state.get('rank')} arrived in the slot of rank {rank}")
+    p = Predictions(**state["predictions"])
+    rows = {name: len(getattr(p, name)) for name in _PREDICTION_FIELDS}
+    if len(set(rows.values())) != 1:
+        raise RuntimeError(f"prediction shard of rank {rank} is inconsistent: rows per column {rows}")
+    return Shard(p, state["covered"], state["loss_sums"])
+
+
+_PREDICTION_FIELDS = ("sample_index", "videos", "timestamps", "boxes", "scores", "occurrence")
+
+
+def gather_to_main(ctx: DistContext, shard: Shard,
+                   chunk_bytes: int = GATHER_CHUNK_BYTES) -> tuple[list[Shard] | None, GatherStats]:
+    """Every rank's shard on rank 0, in rank order (others get None), over torch.distributed.
+
+    Nothing goes through files, so ranks on different nodes need no shared filesystem. Shards are
+    pickled numpy arrays sent in rounds of at most ``chunk_bytes`` per rank (`gather_bytes`): a real
+    AVA val set (~50k boxes x 60 classes, ~12 MB of scores per rank) takes a few rounds, none of
+    whose messages grows with the data. `merge_shards` then drops the sampler's padding copies and
+    raises if any sample is missing, so a row is never lost or duplicated.
+    """
+    payloads, stats = gather_bytes(ctx, shard_to_bytes(shard, ctx.rank), dst=0, chunk_bytes=chunk_bytes)
+    if payloads is None:
+        return None, stats
+    if len(payloads) != ctx.world_size:
+        raise RuntimeError(f"gathered {len(payloads)} prediction shards from a world of {ctx.world_size}")
+    return [shard_from_bytes(payload, rank) for rank, payload in enumerate(payloads)], stats
 
 
 def iter_keyframes(predictions: Predictions) -> Iterator[tuple[str, int, np.ndarray, np.ndarray]]:

@@ -85,9 +85,12 @@ def validate(session: Session, epoch: int) -> float | None:
                           criterion)
     if bar is not None:
         bar.close()
-    shards = gather_to_main(ctx, shard, session.result_path / "tmp")
+    # over torch.distributed, not through result_path: ranks on other nodes need no shared filesystem
+    shards, gathered = gather_to_main(ctx, shard)
     mAP = None
     if ctx.is_main:
+        session.logger.info("gathered the predictions of %d ranks: %.2f MB in %d rounds, %.3f s", ctx.world_size,
+                            gathered.bytes / 1e6, gathered.rounds, gathered.seconds)
         merged = merge_shards(shards, len(dataset), config.num_classes)
         csv_path = session.result_path / f"predict_epoch{epoch}.csv"
         rows = write_predictions_csv(csv_path, merged, builders.labelmap(dataset, config))
