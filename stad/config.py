@@ -248,6 +248,21 @@ def _check_decode_threads(value: int | None) -> None:
                           f"or a thread count > 1, got {value}")
 
 
+AMP_CHOICES = ("off", "bf16", "fp16", "auto")
+
+
+def _amp_field(default: str) -> Any:
+    """The ``amp`` fields: a choice of AMP_CHOICES; the boolean of older configs maps true -> auto
+    (the device's default: fp16 on CUDA, off on the CPU, as ``amp: True`` always meant), false -> off.
+    YAML reads a bare ``off`` as false, so it lands on ``off`` too."""
+    return field(default=default, metadata={"bool": {True: "auto", False: "off"}})
+
+
+def _check_amp(value: str, where: str) -> None:
+    if value not in AMP_CHOICES:
+        raise ConfigError(f"{where}: expected one of {', '.join(AMP_CHOICES)} (or true/false), got {value!r}")
+
+
 @dataclass(frozen=True)
 class SplitConfig:
     """What the ``train`` and ``val`` sections share: where the clips are and how they are read."""
@@ -275,14 +290,29 @@ class TrainConfig(SplitConfig):
     scheduler: SchedulerConfig = SchedulerConfig()
     accumulate_steps: int = 1  # micro-batches per optimizer step
     grad_clip: float | None = None  # max global grad L2 norm
-    amp: bool = True  # mixed precision; only ever enabled on CUDA
+    amp: str = _amp_field("auto")  # off | bf16 | fp16 | auto (fp16 on CUDA, off on CPU); YAML true/false: auto/off
     drop_last: bool = True
+    save_every_iters: int = 0  # project: also checkpoint every N optimizer steps, mid-epoch (0 = epoch ends only)
+    keep_last: int = 2  # project: mid-epoch checkpoints kept (the newest K); epoch checkpoints follow save_freq
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_amp(self.amp, "amp")
+        if self.save_every_iters < 0:
+            raise ConfigError(f"save_every_iters: must be >= 0 (0 = off), got {self.save_every_iters}")
+        if self.keep_last < 1:
+            raise ConfigError(f"keep_last: must be >= 1, got {self.keep_last}")
 
 
 @dataclass(frozen=True)
 class ValConfig(SplitConfig):
     with_label: bool = False
     eval_mAP: EvalMapConfig | None = None
+    amp: str = _amp_field("off")  # project: autocast while predicting (off | bf16 | fp16 | auto); YAML true/false: auto/off
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_amp(self.amp, "amp")
 
 
 @dataclass(frozen=True)
@@ -426,6 +456,8 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
             value = data[name]
             if value == "auto" and "auto" in spec.metadata:  # a field whose automatic choice is spelt otherwise
                 value = spec.metadata["auto"]
+            if isinstance(value, bool) and "bool" in spec.metadata:  # a choice that used to be a boolean
+                value = spec.metadata["bool"][value]
             kwargs[name] = _convert(value, hints[name], f"{prefix}{name}")
         elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required key '{prefix}{name}'")

@@ -1,4 +1,4 @@
-"""Training checkpoints: atomic save every epoch, exact resume, and loading of foreign weights.
+"""Training checkpoints: atomic save every epoch (and every N steps), exact resume, and loading of foreign weights.
 
 A checkpoint is a dict with ACAR-Net's key names (``epoch``, ``state_dict``, ``optimizer``,
 ``scheduler``) plus ``scaler``, ``rng``, ``config`` and ``preset`` (the model and the preprocessing its
@@ -18,7 +18,8 @@ import torch
 from stad.io_utils import atomic_open
 
 FORMAT = "stad-engine/1"
-_CKPT_RE = re.compile(r"^ckpt_(\d+)\.pth$")
+# ckpt_{E}.pth: after epoch E; ckpt_{E}_iter{S}.pth: mid-epoch, in epoch E after global optimizer step S
+_CKPT_RE = re.compile(r"^ckpt_(\d+)(?:_iter(\d+))?\.pth$")
 
 
 def checkpoint_dir(result_path: str | Path) -> Path:
@@ -46,11 +47,41 @@ def link_last(path: str | Path) -> Path:
     return last
 
 
+def iter_checkpoint_path(result_path: str | Path, epoch: int, iteration: int) -> Path:
+    """A mid-epoch checkpoint: in epoch ``epoch`` (1-based), after global optimizer step ``iteration``."""
+    return checkpoint_dir(result_path) / f"ckpt_{epoch}_iter{iteration}.pth"
+
+
+def _position(path: Path) -> tuple[int, float] | None:
+    """(epoch, step) ordering key of a checkpoint name: an epoch's end comes after its mid-epoch ones."""
+    m = _CKPT_RE.match(path.name)
+    if not m:
+        return None
+    return int(m.group(1)), float("inf") if m.group(2) is None else float(m.group(2))
+
+
+def list_checkpoints(result_path: str | Path) -> list[Path]:
+    """Every checkpoint under ``result_path/checkpoints``, oldest first (epoch, then mid-epoch step)."""
+    found = [(pos, p) for p in checkpoint_dir(result_path).glob("ckpt_*.pth") if (pos := _position(p))]
+    return [p for _, p in sorted(found)]
+
+
 def latest_checkpoint(result_path: str | Path) -> Path | None:
-    """The checkpoint with the highest epoch under ``result_path/checkpoints``, if any."""
-    folder = checkpoint_dir(result_path)
-    found = [(int(m.group(1)), p) for p in folder.glob("ckpt_*.pth") if (m := _CKPT_RE.match(p.name))]
-    return max(found)[1] if found else None
+    """The newest checkpoint under ``result_path/checkpoints`` (end of epoch or mid-epoch), if any."""
+    found = list_checkpoints(result_path)
+    return found[-1] if found else None
+
+
+def prune_mid_epoch(result_path: str | Path, keep_last: int) -> list[Path]:
+    """Delete mid-epoch checkpoints but the newest ``keep_last``, and those older than the newest
+    end-of-epoch checkpoint (it supersedes them). Epoch checkpoints stay. Returns the deleted paths."""
+    found = list_checkpoints(result_path)
+    newest_epoch = max((i for i, p in enumerate(found) if _position(p)[1] == float("inf")), default=-1)
+    mids = [i for i, p in enumerate(found) if _position(p)[1] != float("inf")]
+    doomed = [found[i] for i in mids if i < newest_epoch] + [found[i] for i in mids if i > newest_epoch][:-keep_last]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
 
 
 def rng_state() -> dict:
@@ -95,11 +126,15 @@ def _preset_of_config(config: dict) -> dict | None:
 
 def save_checkpoint(path: str | Path, *, epoch: int, model: torch.nn.Module, optimizer: Any = None,
                     scheduler: Any = None, scaler: Any = None, config: dict | None = None,
-                    preset: dict | None = None) -> Path:
+                    preset: dict | None = None, mid_epoch: dict | None = None,
+                    rng_ranks: list | None = None) -> Path:
     """Write everything needed to resume after ``epoch``; atomic (temp file + rename).
 
     ``preset`` (a `ModelPreset.to_dict()`) defaults to the one the run ``config`` states
     (`builders.preset_from_config`): the weights carry their preprocessing, label map and activation.
+    ``mid_epoch`` (``{"step", "iteration", "loss_total", "boxes"}``) marks a checkpoint taken inside
+    epoch ``epoch`` after ``step`` of its optimizer steps; ``rng_ranks`` holds every rank's RNG state
+    (`gather_rng_states`), which a mid-epoch resume needs.
     """
     if preset is None and config is not None:
         preset = _preset_of_config(config)
@@ -114,9 +149,44 @@ def save_checkpoint(path: str | Path, *, epoch: int, model: torch.nn.Module, opt
         "config": config,
         "preset": preset,
     }
+    if mid_epoch is not None:
+        state["mid_epoch"] = dict(mid_epoch)
+    if rng_ranks is not None:
+        state["rng_ranks"] = list(rng_ranks)
     with atomic_open(path, "wb") as handle:
         torch.save(state, handle)
     return Path(path)
+
+
+def gather_rng_states(ctx: Any) -> list | None:
+    """Every rank's `rng_state()` on rank 0 (None elsewhere); a collective: all ranks call it."""
+    import torch.distributed as dist
+
+    own = rng_state()
+    if not (ctx.distributed and ctx.world_size > 1):
+        return [own]
+    states: list = [None] * ctx.world_size
+    dist.all_gather_object(states, own)  # a few KB per rank
+    return states if ctx.is_main else None
+
+
+def read_checkpoint_everywhere(ctx: Any, path: Path | None) -> tuple[Path | None, dict | None]:
+    """Rank 0's choice of checkpoint (``path`` on rank 0; ignored elsewhere), read on every rank:
+    from the local file where every rank has it; if some rank lacks it (no shared filesystem),
+    rank 0 reads it and broadcasts the state. Returns (path, state); (None, None) for no checkpoint."""
+    from stad.engine.distributed import all_reduce_sum, broadcast_object
+
+    if not (ctx.distributed and ctx.world_size > 1):
+        return (path, read_checkpoint(path)) if path is not None else (None, None)
+    chosen = broadcast_object(ctx, None if path is None else str(path))
+    if chosen is None:
+        return None, None
+    path = Path(chosen)
+    missing = int(all_reduce_sum(ctx, 0.0 if path.is_file() else 1.0))
+    if missing == 0:
+        return path, read_checkpoint(path)
+    logging.getLogger(__name__).info("%d rank(s) lack %s: rank 0 broadcasts it", missing, path)
+    return path, broadcast_object(ctx, read_checkpoint(path) if ctx.is_main else None)
 
 
 def read_checkpoint(path: str | Path) -> dict:

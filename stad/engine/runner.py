@@ -18,7 +18,8 @@ from stad.engine.frame_map import evaluate_csv
 from stad.engine.logs import ScalarWriter, progress, setup_logger
 from stad.engine.optim import WarmupLRSchedule, build_optimizer
 from stad.engine.predictor import gather_to_main, mean_loss, merge_shards, predict_shard, write_predictions_csv
-from stad.engine.trainer import Trainer, steps_per_epoch
+from stad.engine.sampler import ResumableDistributedSampler, SeededBatches
+from stad.engine.trainer import Trainer, amp_dtype, autocast, steps_per_epoch
 
 
 @dataclass
@@ -110,12 +111,16 @@ def validate(session: Session, epoch: int) -> float | None:
     return mAP
 
 
-def _train_loader(session: Session) -> tuple[DataLoader, DistributedSampler]:
+def _train_loader(session: Session) -> tuple[DataLoader, ResumableDistributedSampler]:
     ctx, train = session.ctx, session.config.train
     dataset = builders.build_dataset(session.config, train, train=True)
-    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                 seed=session.config.manual_seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=train.batch_size, sampler=sampler, num_workers=train.workers,
+    # with mid-epoch checkpoints and DataLoader workers, a batch's augmentation is seeded by its
+    # position (the workers' RNG states cannot be checkpointed); in-process loading restores the RNG
+    seeded = train.save_every_iters > 0 and train.workers > 0
+    sampler = ResumableDistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                          seed=session.config.manual_seed, drop_last=True, seeded=seeded)
+    loader = DataLoader(SeededBatches(dataset) if seeded else dataset, batch_size=train.batch_size,
+                        sampler=sampler, num_workers=train.workers,
                         collate_fn=builders.collate, pin_memory=ctx.device.type == "cuda",
                         drop_last=train.drop_last,
                         persistent_workers=train.workers > 0)  # workers keep their decoded-frame cache (cache_mb)
@@ -123,21 +128,41 @@ def _train_loader(session: Session) -> tuple[DataLoader, DistributedSampler]:
     return loader, sampler
 
 
-def _resume(session: Session, path: Path, optimizer: Any, schedule: Any, scaler: Any) -> int:
-    """Load a checkpoint; returns the epoch to start from. Foreign (e.g. ACAR) files restore weights only."""
-    state = ckpt.read_checkpoint(path)
+@dataclass
+class ResumePoint:
+    """Where training continues: ``epoch`` (1-based) from its optimizer step ``step``."""
+
+    epoch: int = 1
+    step: int = 0
+    totals: tuple[float, int] = (0.0, 0)  # (loss x boxes, boxes) of the epoch's steps before ``step``
+    rng: dict | None = None  # this rank's RNG state at ``step`` (mid-epoch only)
+
+
+def _resume(session: Session, state: dict, path: Path, optimizer: Any, schedule: Any, scaler: Any) -> ResumePoint:
+    """Restore a checkpoint; returns where to continue. Foreign (e.g. ACAR) files restore weights only."""
+    ctx = session.ctx
     builders.load_checked_weights(session.model, state, session.config, session.logger, str(path))
-    if state.get("format") == ckpt.FORMAT:
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
-    else:
+    if state.get("format") != ckpt.FORMAT:
         session.logger.warning("%s was not written by this engine: weights restored, optimizer state not", path)
-    epoch = int(state.get("epoch", 0))
-    session.logger.info("resumed from %s (epoch %d)", path, epoch)
-    return epoch + 1
+        return ResumePoint(int(state.get("epoch", 0)) + 1)
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    ckpt.set_rng_state(state["rng"])
+    epoch, mid = int(state.get("epoch", 0)), state.get("mid_epoch")
+    if not mid:
+        session.logger.info("resumed from %s (epoch %d)", path, epoch)
+        return ResumePoint(epoch + 1)
+    ranks = state.get("rng_ranks") or []
+    if len(ranks) != ctx.world_size:
+        session.logger.warning("%s was written by %d ranks, this job has %d: the data order and random draws of "
+                               "the rest of epoch %d differ from the uninterrupted run's", path, len(ranks),
+                               ctx.world_size, epoch)
+    rng = ranks[ctx.rank] if len(ranks) == ctx.world_size else None
+    session.logger.info("resumed from %s (epoch %d, step %d, iteration %d)", path, epoch, mid["step"],
+                        mid["iteration"])
+    return ResumePoint(epoch, int(mid["step"]), (float(mid["loss_total"]), int(mid["boxes"])), rng)
 
 
 def _resume_path(config: Config, resume: bool) -> Path | None:
@@ -154,6 +179,13 @@ def _resume_path(config: Config, resume: bool) -> Path | None:
     return None
 
 
+def _validate(session: Session, epoch: int) -> float | None:
+    """`validate` under ``val.amp``'s autocast (float32 by default)."""
+    dtype = amp_dtype(session.config.val.amp, session.ctx.device)
+    with autocast(session.ctx.device, dtype):
+        return validate(session, epoch)
+
+
 def train(session: Session, resume: bool) -> None:
     ctx, config, train_cfg = session.ctx, session.config, session.config.train
     loader, sampler = _train_loader(session)
@@ -164,39 +196,74 @@ def train(session: Session, resume: bool) -> None:
     params = builders.optimizer_params(session.model, config)  # model.finetune: one group, or per-part LR scales
     optimizer = build_optimizer(params, train_cfg.optimizer, train_cfg.scheduler.base_lr)
     schedule = WarmupLRSchedule(optimizer, train_cfg.scheduler, train_cfg.n_epochs, n_steps)
-    amp = train_cfg.amp and ctx.device.type == "cuda"
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp)
+    dtype = amp_dtype(train_cfg.amp, ctx.device)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=dtype == torch.float16)  # fp16 only
+    session.logger.info("training precision: %s", "float32" if dtype is None else f"autocast {dtype}")
     trainer = Trainer(ctx, session.model, session.criterion, optimizer, schedule, scaler,
                       freeze_bn=config.model.freeze_bn, accumulate_steps=train_cfg.accumulate_steps,
-                      grad_clip=train_cfg.grad_clip, amp=amp, frozen=builders.frozen_modules(session.model, config))
-    path = _resume_path(config, resume)
-    first_epoch = _resume(session, path, optimizer, schedule, scaler) if path is not None else 1
+                      grad_clip=train_cfg.grad_clip, amp=train_cfg.amp,
+                      frozen=builders.frozen_modules(session.model, config))
+    # rank 0 chooses the checkpoint; ranks without the file receive it from rank 0
+    path, state = ckpt.read_checkpoint_everywhere(ctx, _resume_path(config, resume) if ctx.is_main else None)
+    start = _resume(session, state, path, optimizer, schedule, scaler) if state is not None else ResumePoint()
+    del state
+    samples_per_step = train_cfg.batch_size * train_cfg.accumulate_steps
 
     def on_step(step: int, result: Any) -> None:
         if step % config.print_freq == 0:
             session.writer.add("train/loss", result.loss, step)
             session.writer.add("train/lr", result.lr, step)
 
-    for epoch in range(first_epoch, train_cfg.n_epochs + 1):
-        sampler.set_epoch(epoch)
+    for epoch in range(start.epoch, train_cfg.n_epochs + 1):
+        first = start.step if epoch == start.epoch else 0
+        sampler.set_epoch(epoch, start=first * samples_per_step)
         # every epoch starts from RNG states fixed by (seed, epoch, rank): resume is exact
         ckpt.seed_everything(config.manual_seed * 100003 + epoch * 1009 + ctx.rank)
+        restore = None
+        if first and start.rng is not None:
+            restore = lambda rng=start.rng: ckpt.set_rng_state(rng)  # noqa: E731 (after the loader's draw)
+
+        def after_step(done: int, totals: tuple[float, int], epoch: int = epoch) -> None:
+            iteration = (epoch - 1) * n_steps + done
+            every = train_cfg.save_every_iters
+            if not every or iteration % every or (done == n_steps and _saves_epoch(train_cfg, epoch)):
+                return
+            rngs = ckpt.gather_rng_states(ctx)  # a collective: every rank's RNG state
+            if ctx.is_main:
+                saved = ckpt.save_checkpoint(
+                    ckpt.iter_checkpoint_path(config.result_path, epoch, iteration), epoch=epoch,
+                    model=session.model, optimizer=optimizer, scheduler=schedule, scaler=scaler,
+                    config=config_to_dict(config), rng_ranks=rngs,
+                    mid_epoch={"step": done, "iteration": iteration, "loss_total": totals[0], "boxes": totals[1]})
+                ckpt.link_last(saved)
+                ckpt.prune_mid_epoch(config.result_path, train_cfg.keep_last)
+                session.logger.info("saved %s", saved)
+
         bar = progress(n_steps, f"epoch {epoch}/{train_cfg.n_epochs}", ctx.is_main)
-        loss = trainer.train_epoch(epoch, loader, n_steps, progress=bar, on_step=on_step)
+        loss = trainer.train_epoch(epoch, loader, n_steps, progress=bar, on_step=on_step, start_step=first,
+                                   totals=start.totals if first else (0.0, 0), on_start=restore,
+                                   after_step=after_step if train_cfg.save_every_iters else None)
         if bar is not None:
             bar.close()
         session.logger.info("epoch %d/%d: loss %.4f, lr %.3e", epoch, train_cfg.n_epochs, loss,
                             optimizer.param_groups[0]["lr"])
         session.writer.add("train/epoch_loss", loss, epoch)
-        if ctx.is_main and (epoch % train_cfg.save_freq == 0 or epoch == train_cfg.n_epochs):
+        if ctx.is_main and _saves_epoch(train_cfg, epoch):
             saved = ckpt.save_checkpoint(ckpt.checkpoint_path(config.result_path, epoch), epoch=epoch,
                                          model=session.model, optimizer=optimizer, scheduler=schedule,
                                          scaler=scaler, config=config_to_dict(config))
             ckpt.link_last(saved)
+            if train_cfg.save_every_iters:
+                ckpt.prune_mid_epoch(config.result_path, train_cfg.keep_last)
             session.logger.info("saved %s", saved)
         barrier(ctx)
         if config.val is not None and epoch % train_cfg.val_freq == 0:
-            validate(session, epoch)
+            _validate(session, epoch)
+
+
+def _saves_epoch(train_cfg: Any, epoch: int) -> bool:
+    """Whether an end-of-epoch checkpoint is written after ``epoch``."""
+    return epoch % train_cfg.save_freq == 0 or epoch == train_cfg.n_epochs
 
 
 def run(ctx: DistContext, config: Config, resume: bool = False) -> None:
@@ -214,7 +281,7 @@ def run(ctx: DistContext, config: Config, resume: bool = False) -> None:
                 session.logger.info("evaluating weights from %s", path)
             else:
                 session.logger.warning("no resume_path and no checkpoint: evaluating untrained weights")
-            validate(session, epoch)
+            _validate(session, epoch)
         else:
             train(session, resume)
     finally:

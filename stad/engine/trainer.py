@@ -1,4 +1,4 @@
-"""One training epoch under DDP: gradient accumulation, box-normalised loss, AMP, clipping.
+"""One training epoch under DDP: gradient accumulation, box-normalised loss, AMP (bf16 / fp16), clipping.
 
 The loss of a step is the mean over every box of every rank and every accumulated micro-batch
 (ACAR-Net normalises by the boxes on all ranks): each rank scales its micro-batch mean by
@@ -16,6 +16,37 @@ from torch import nn
 
 from stad.engine.distributed import DistContext, all_reduce_sum
 from stad.engine.predictor import forward_batch
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(setting: str | bool | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an ``amp`` setting on ``device`` (None: float32 throughout).
+
+    ``off``: None. ``auto`` (= the old ``amp: True``): fp16 on CUDA, off elsewhere. ``bf16``: on the
+    CPU and on GPUs that support it. ``fp16``: CUDA only (with a GradScaler when training).
+    """
+    if setting is True:
+        setting = "auto"
+    if setting in (None, False, "off"):
+        return None
+    if setting == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if setting not in AMP_DTYPES:
+        raise ValueError(f"amp: expected off, bf16, fp16 or auto, got {setting!r}")
+    if setting == "fp16" and device.type != "cuda":
+        raise ValueError(f"amp: fp16 needs a CUDA device (this rank runs on {device}); use bf16 on the CPU")
+    if setting == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"amp: bf16 is not supported by {torch.cuda.get_device_name(device)}; use fp16")
+    return AMP_DTYPES[setting]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """``torch.autocast`` in ``dtype`` on ``device``; a no-op context when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [N,K], targets [N,K]) -> mean
 
@@ -49,7 +80,7 @@ class Trainer:
     def __init__(self, ctx: DistContext, model: nn.Module, criterion: Criterion,
                  optimizer: torch.optim.Optimizer, schedule: Any, scaler: torch.amp.GradScaler, *,
                  freeze_bn: bool = True, accumulate_steps: int = 1, grad_clip: float | None = None,
-                 amp: bool = False, frozen: Sequence[nn.Module] = ()) -> None:
+                 amp: str | bool | None = None, frozen: Sequence[nn.Module] = ()) -> None:
         self.ctx = ctx
         self.model = model
         self.criterion = criterion
@@ -60,11 +91,11 @@ class Trainer:
         self.frozen = tuple(frozen)
         self.accumulate_steps = max(1, accumulate_steps)
         self.grad_clip = grad_clip
-        self.amp = amp and ctx.device.type == "cuda"
+        self.amp_dtype = amp_dtype(amp, ctx.device)  # None: float32
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     def _micro_loss(self, batch: Any, n_total: float) -> torch.Tensor:
-        with torch.autocast(self.ctx.device.type, enabled=self.amp):
+        with autocast(self.ctx.device, self.amp_dtype):
             logits = forward_batch(self.model, batch)  # with each clip's size before padding
         n_local = logits.shape[0]
         if n_local == 0:
@@ -100,12 +131,24 @@ class Trainer:
         return StepResult(mean_loss, int(n_total), lr)
 
     def train_epoch(self, epoch: int, loader: Any, steps_per_epoch: int, *, progress: Any = None,
-                    on_step: Callable[[int, StepResult], None] | None = None) -> float:
-        """Train one epoch (1-based ``epoch``); returns the box-weighted mean loss over its steps."""
+                    on_step: Callable[[int, StepResult], None] | None = None, start_step: int = 0,
+                    totals: tuple[float, int] = (0.0, 0), on_start: Callable[[], None] | None = None,
+                    after_step: Callable[[int, tuple[float, int]], None] | None = None) -> float:
+        """Train one epoch (1-based ``epoch``); returns the box-weighted mean loss over its steps.
+
+        Resuming mid-epoch: ``loader`` yields the batches from ``start_step`` on (the sampler skips the
+        rest), ``totals`` is the (loss x boxes, boxes) sum of the steps before, and ``on_start`` runs once
+        the loader's iterator exists (which draws from torch's RNG), to restore the checkpoint's RNG state.
+        ``after_step(steps_done_in_epoch, totals)`` runs after every step (mid-epoch checkpoints).
+        """
         set_train_mode(self.model, self.freeze_bn, self.frozen)
         batches = iter(loader)
-        total, boxes = 0.0, 0
-        for s in range(steps_per_epoch):
+        if on_start is not None:
+            on_start()
+        total, boxes = totals
+        if progress is not None and start_step:
+            progress.update(start_step)
+        for s in range(start_step, steps_per_epoch):
             micro = [next(batches).to(self.ctx.device) for _ in range(self.accumulate_steps)]
             result = self.step(micro, (epoch - 1) * steps_per_epoch + s)
             if result is not None:
@@ -117,6 +160,8 @@ class Trainer:
                 progress.update(1)
                 if result is not None:
                     progress.set_postfix(loss=f"{result.loss:.4f}", lr=f"{result.lr:.2e}")
+            if after_step is not None:
+                after_step(s + 1, (total, boxes))
         return total / max(boxes, 1)
 
 
