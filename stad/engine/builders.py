@@ -421,27 +421,41 @@ def annotation_fps(config: Config) -> float | None:
     return facts[0] if facts else None
 
 
-def labelmap_from_config(config: Config) -> LabelMap | None:
-    """Output index -> class id/name as a run of ``config`` writes them: the evaluation label map, else the
-    annotation pickle's class table; ``None`` when neither file is there or neither has K classes."""
+def labelmap_from_config(config: Config, table: LabelMap | None = None) -> LabelMap | None:
+    """Output index -> class id/name as a run of ``config`` writes them; ``None`` when no file says.
+
+    The ids are the annotation's class table (``table``, else the val/train pickle's): output ``i``
+    is ``idx_to_class[i]`` because the pickle's labels index it. Names come from the evaluation label
+    map when it holds those ids (ACAR pickles often carry ids only). Without a table of K classes the
+    evaluation label map alone decides, when it has K classes.
+    """
     from pathlib import Path
 
     from stad.data.formats.acar_pkl import labelmap_from_classes
     from stad.data.formats.labelmap import read_labelmap
 
     k = config.num_classes
+    if table is None:
+        for split in (config.val, config.train):
+            facts = _annotation_facts(split.annotation_path) if split is not None else None
+            if facts is not None and facts[1] and len(facts[1]) == k:
+                table = labelmap_from_classes(facts[1])
+                break
     val = config.val
-    if val is not None and val.eval_mAP is not None and Path(val.eval_mAP.labelmap).is_file():
-        table = read_labelmap(val.eval_mAP.labelmap)
-        if len(table) == k:
-            return table
-    for split in (config.val, config.train):
-        facts = _annotation_facts(split.annotation_path) if split is not None else None
-        if facts is not None:
-            table = labelmap_from_classes(facts[1]) if facts[1] else None
-            if table is not None and len(table) == k:
-                return table
-    return None
+    named = (read_labelmap(val.eval_mAP.labelmap) if val is not None and val.eval_mAP is not None
+             and Path(val.eval_mAP.labelmap).is_file() else None)
+    if table is not None and len(table) == k:
+        if named is not None and set(table.ids) <= set(named.ids):
+            return _in_order(named, table.ids)
+        return table
+    return named if named is not None and len(named) == k else None
+
+
+def _in_order(labelmap: LabelMap, ids: tuple[int, ...]) -> LabelMap:
+    """``labelmap``'s entries for ``ids``, in that order."""
+    row = {class_id: i for i, class_id in enumerate(labelmap.ids)}
+    types = tuple(labelmap.label_types[row[c]] for c in ids) if labelmap.label_types else ()
+    return LabelMap(tuple(ids), tuple(labelmap.names[row[c]] for c in ids), types)
 
 
 def preprocessing_from_config(config: Config, labels: bool = True) -> Any:
@@ -665,14 +679,12 @@ def collate(samples: list) -> Any:
 
 
 def labelmap(dataset: Any, config: Config) -> LabelMap:
-    """Output index -> dataset class id: the annotation's table, else the evaluation label map."""
+    """Output index -> dataset class id for the predictions CSV (`labelmap_from_config` with the
+    dataset's own table), else ids 1..K."""
     table = getattr(dataset, "labelmap", None)
-    if isinstance(table, LabelMap):
-        return table
-    if config.val is not None and config.val.eval_mAP is not None:
-        from stad.data.formats.labelmap import read_labelmap
-
-        return read_labelmap(config.val.eval_mAP.labelmap)
+    found = labelmap_from_config(config, table if isinstance(table, LabelMap) else None)
+    if found is not None:
+        return found
     return LabelMap(tuple(range(1, config.num_classes + 1)), tuple(str(i) for i in range(1, config.num_classes + 1)))
 
 

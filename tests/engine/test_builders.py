@@ -176,3 +176,26 @@ def test_build_dataset_passes_the_frame_cache_size(tmp_path):
     config = _toy(sets + ["train.cache_mb=8"])
     dataset = builders.build_dataset(config, config.train, train=True)
     assert dataset.source.cache_bytes_max == 8 * 2**20
+
+
+def test_one_label_map_rule_for_csv_ids_and_names(tmp_path):
+    """Ids and their order from the annotation's class table (output i = idx_to_class[i]); names from the
+    evaluation label map when it holds those ids; the label map alone when there is no table."""
+    import pickle
+
+    from stad.data.formats.labelmap import write_labelmap
+    from stad.structures import LabelMap
+
+    k = _toy().num_classes
+    ids = tuple(range(k + 10, 10, -1))[:k]  # not sorted, not 1..K
+    (tmp_path / "val.pkl").write_bytes(pickle.dumps([[], [{"id": i} for i in ids]]))
+    everything = LabelMap(tuple(range(1, 40)), tuple(f"action {i}" for i in range(1, 40)))
+    write_labelmap(everything, tmp_path / "all.pbtxt")
+    cfg = _toy([f"val.annotation_path={tmp_path / 'val.pkl'}", f"val.eval_mAP.labelmap={tmp_path / 'all.pbtxt'}"])
+    found = builders.labelmap(object(), cfg)
+    assert found.ids == ids and found.names == tuple(f"action {i}" for i in ids)
+    assert builders.labelmap_from_config(cfg) == found  # the preset stored in checkpoints says the same
+    write_labelmap(LabelMap(tuple(range(1, k + 1)), tuple(f"c{i}" for i in range(1, k + 1))), tmp_path / "k.pbtxt")
+    no_table = _toy([f"val.annotation_path={tmp_path / 'none.pkl'}", f"train.annotation_path={tmp_path / 'none.pkl'}",
+                     f"val.eval_mAP.labelmap={tmp_path / 'k.pbtxt'}"])
+    assert builders.labelmap(object(), no_table).names[0] == "c1"
