@@ -68,14 +68,23 @@ def test_criterion_mapping():
         builders.build_criterion(config_from_dict(data))
 
 
-def test_acar_layout_whole_model_checkpoint_loads(tmp_path):
-    cfg = _toy(["model.backbone.sub_arch=null", "model.kwargs={}"])
+SINGLE_STREAM = ["model.backbone.sub_arch=null", "model.kwargs={}"]
+
+
+def _acar_layout_file(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
+    """A single-stream toy model and its weights saved in ACAR-Net's model-zoo layout."""
     checkpoint.seed_everything(0)
-    source = builders.build_model(cfg)
+    source = builders.build_model(_toy(SINGLE_STREAM))
     acar = {f"module.{part}.module.{key}": value for part in ("backbone", "head")
             for key, value in getattr(source, part).state_dict().items()}
     path = tmp_path / "AVA_ACAR.pth.tar"
     torch.save({"epoch": 5, "state_dict": acar}, path)
+    return source, path
+
+
+def test_acar_layout_whole_model_checkpoint_loads(tmp_path):
+    cfg = _toy(SINGLE_STREAM)
+    source, path = _acar_layout_file(tmp_path)
     checkpoint.seed_everything(1)
     target = builders.build_model(cfg)
     builders.load_weights(target, checkpoint.read_checkpoint(path), strict=True)
@@ -85,14 +94,8 @@ def test_acar_layout_whole_model_checkpoint_loads(tmp_path):
 
 def test_pretrain_with_an_acar_layout_file_goes_through_its_filter(tmp_path):
     """Top-level ``pretrain`` (non-strict) takes the filtered layout that fills the most tensors."""
-    cfg = _toy(["model.backbone.sub_arch=null", "model.kwargs={}"])
-    checkpoint.seed_everything(0)
-    source = builders.build_model(cfg)
-    acar = {f"module.{part}.module.{key}": value for part in ("backbone", "head")
-            for key, value in getattr(source, part).state_dict().items()}
-    path = tmp_path / "AVA_ACAR.pth.tar"
-    torch.save({"epoch": 5, "state_dict": acar}, path)
-    cfg = _toy(["model.backbone.sub_arch=null", "model.kwargs={}", f"pretrain.path={path}"])
+    source, path = _acar_layout_file(tmp_path)
+    cfg = _toy(SINGLE_STREAM + [f"pretrain.path={path}"])
     checkpoint.seed_everything(1)
     target = builders.build_model(cfg)
     builders.load_initial_weights(target, cfg, LOG)
