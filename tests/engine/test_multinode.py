@@ -116,3 +116,38 @@ def test_a_killed_node_does_not_hang_the_other(toy, tmp_path):
     assert time.monotonic() - killed < 45
     assert "worker rank 0 failed" in err
     assert not (folders[0] / "out_node0" / "predict_epoch0.csv").exists()  # no partial CSV
+
+
+def _free_slurm_port() -> int:
+    """A free port in the range main.py derives from SLURM_JOB_ID (15000 + id mod 15000)."""
+    import socket
+
+    for port in range(15000 + os.getpid() % 10000, 30000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 15000..29999")
+
+
+def test_srun_tasks_from_slurm_variables_give_the_one_process_csv(toy, tmp_path, reference_csv):
+    """Two tasks of `srun -N 1 -n 2 python main.py ...`, fed the variables srun exports: rank, world,
+    master address (the node list's first host) and port (from the job id) all come from SLURM."""
+    job_id = _free_slurm_port() - 15000
+    procs = []
+    for procid in (0, 1):
+        slurm = {"SLURM_PROCID": str(procid), "SLURM_NTASKS": "2", "SLURM_LOCALID": str(procid),
+                 "SLURM_NODEID": "0", "SLURM_NNODES": "1", "SLURM_NODELIST": "localhost",
+                 "SLURM_TASKS_PER_NODE": "2", "SLURM_JOB_ID": str(job_id), "SLURM_STEP_ID": "0",
+                 "SLURM_CPUS_PER_TASK": "1"}
+        procs.append(subprocess.Popen([sys.executable, MAIN, "--config", str(TOY_CONFIG),
+                                       *_args(_eval_overrides(toy, "runs/srun"))],
+                                      cwd=tmp_path, env=dict(_env(), **slurm), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL))
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{out[-2000:]}\n{err[-3000:]}"
+    assert (tmp_path / "runs" / "srun" / "predict_epoch0.csv").read_text() == reference_csv
+    assert "world size 2" in (tmp_path / "runs" / "srun" / "log.txt").read_text()
