@@ -36,14 +36,24 @@ def default_backend() -> str:
 
 
 def select_device(backend: str, local_rank: int) -> torch.device:
-    """The device this rank computes on: its GPU under nccl, else the CPU."""
-    if backend == "nccl":
-        if not torch.cuda.is_available():
+    """The device this rank computes on: it follows the hardware, not the backend.
+
+    With CUDA, rank ``local_rank`` takes GPU ``local_rank`` under either backend (``--backend gloo`` on
+    a GPU machine trains on the GPUs; hide them with ``CUDA_VISIBLE_DEVICES=`` to use the CPU). nccl
+    needs one GPU per process: more processes than visible GPUs is an error; gloo shares them.
+    """
+    if not torch.cuda.is_available():
+        if backend == "nccl":
             raise RuntimeError("--backend nccl needs CUDA, but torch sees no GPU; use --backend gloo")
-        index = local_rank % torch.cuda.device_count()
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    return torch.device("cpu")
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    if backend == "nccl" and local_rank >= count:
+        raise RuntimeError(f"--nproc_per_node is larger than the {count} GPU(s) this node makes visible (local rank "
+                           f"{local_rank} has none; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}"
+                           f"): nccl needs one GPU per process; use --nproc_per_node {count} or fewer")
+    index = local_rank % count
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def init_process_group(rank: int, world_size: int, local_rank: int, backend: str,
