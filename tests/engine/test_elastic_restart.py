@@ -1,0 +1,68 @@
+"""Elastic restart: under ``torchrun --max-restarts 1`` one worker is killed mid-epoch; torchrun restarts the
+job, which resumes from the last (mid-epoch) checkpoint and ends with the uninterrupted run's weights."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from stad.engine import checkpoint as ckpt
+from tests.engine.test_main_e2e import ROOT, TOY_CONFIG, _data_overrides, _env, _main, _weights, toy  # noqa: F401
+
+COMMON = ["train.n_epochs=3", "train.val_freq=100", "train.batch_size=1"]
+
+
+def _workers(parent: int) -> dict[int, int]:
+    """{RANK: pid} of the processes ``parent`` started (torchrun's workers)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != parent:
+                continue
+            env = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        rank = [e[5:] for e in env if e.startswith(b"RANK=")]
+        if rank:
+            found[int(rank[0])] = int(stat.parent.name)
+    return found
+
+
+def test_torchrun_restart_after_a_worker_is_killed_mid_epoch(toy, tmp_path):
+    full, elastic = tmp_path / "full", tmp_path / "elastic"
+    _main(2, _data_overrides(toy, full) + COMMON)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "--max-restarts", "1", "--monitor-interval", "0.2", "main.py", "--config", str(TOY_CONFIG), "--resume"]
+    for item in _data_overrides(toy, elastic) + COMMON + ["train.save_every_iters=1"]:
+        cmd += ["--set", item]
+    log = tmp_path / "torchrun.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, stdin=subprocess.DEVNULL)
+        try:
+            target = ckpt.iter_checkpoint_path(elastic, 2, 3)  # epoch 2, after its first step
+            deadline = time.monotonic() + 240
+            while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert target.exists(), log.read_text()[-3000:]
+            workers = _workers(proc.pid)
+            assert set(workers) == {0, 1}, workers
+            os.kill(workers[1], signal.SIGKILL)  # one worker of the two
+            code = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    run_log = (elastic / "log.txt").read_text()
+    assert "resumed from" in run_log and "epoch 2, step 1" in run_log, run_log[-2000:]
+    a, b = _weights(full, 3), _weights(elastic, 3)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
