@@ -192,16 +192,25 @@ class Predictor:
             evaluation, logits averaged); default: the preprocessing's one transform.
         device: where the model runs; batch_size: keyframes per forward (B).
         view_threshold: ACAR-Net's ``aug_threshold`` for several views.
+        runtime: "torch" (default: the eager model), "onnx", "openvino" (the whole model exported once per
+            clip shape, one clip per call) or "auto" (on a CPU the fastest of those measured on the first
+            clip, the choice cached; torch when measuring is not possible): `stad.engine.action_runtimes`.
+        runtime_cache: folder of the exports and of auto's choice (default: `action_runtimes.default_cache_dir`);
+        runtime_stem: their file-name prefix; runtime_threads: threads of ONNX Runtime / OpenVINO (default torch's).
     """
 
     def __init__(self, model: nn.Module, preprocessing: Any, *, views: Sequence[Any] | None = None,
-                 device: str | torch.device = "cpu", batch_size: int = 4, view_threshold: float = 0.0) -> None:
+                 device: str | torch.device = "cpu", batch_size: int = 4, view_threshold: float = 0.0,
+                 runtime: str = "torch", runtime_cache: str | Path | None = None, runtime_stem: str = "action",
+                 runtime_threads: int | None = None) -> None:
+        from stad.engine.action_runtimes import wrap_model
         from stad.engine.builders import transform_from_preprocessing
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = wrap_model(model.to(self.device).eval(), runtime, self.device, cache_dir=runtime_cache,
+                                stem=runtime_stem, threads=runtime_threads)
         self.preprocessing = preprocessing
         self.views = list(views) if views else [transform_from_preprocessing(preprocessing)]
         self.activation: Callable = preprocessing.activation_fn()
@@ -211,6 +220,11 @@ class Predictor:
     @property
     def num_classes(self) -> int:
         return int(self.preprocessing.num_classes)
+
+    @property
+    def runtime(self) -> str:
+        """What scores the clips: "torch", "onnx", "openvino", or "auto" until its first clip decides."""
+        return getattr(self.model, "chosen", None) or getattr(self.model, "runtime", None) or "torch"
 
     @classmethod
     def from_preset(cls, preset: Any, state: dict, **kwargs: Any) -> "Predictor":
@@ -238,8 +252,17 @@ class Predictor:
         except RuntimeError as error:
             raise InferenceError(str(error)) from None
         preset = weights_preset_for(state, str(weights), config, logger)
+        if kwargs.get("runtime", "torch") != "torch":  # exports go beside the weights, named after them
+            from stad.engine.action_runtimes import default_cache_dir
+
+            kwargs.setdefault("runtime_cache", default_cache_dir(weights))
+            kwargs.setdefault("runtime_stem", weights.stem)
+        from stad.engine.action_runtimes import ActionRuntimeError
+
         try:
             predictor = cls.from_preset(preset, state, **kwargs)
+        except ActionRuntimeError as error:
+            raise InferenceError(str(error)) from None
         except (RuntimeError, KeyError, ValueError) as error:
             raise InferenceError(f"{weights} does not fit the model of its preset "
                                  f"{preset.name or '(from a config)'}: {error}") from None
@@ -250,9 +273,9 @@ class Predictor:
         """Log the model's classes and preprocessing."""
         pre, names = self.preprocessing, self.labelmap.names
         logger.info("action model: %s, %d classes (%s ... %s), clips of %d frames %d apart at %s fps, resize %s, "
-                    "norm %s mean %s std %s, %s, batches of %d keyframes", name, pre.num_classes, names[0], names[-1],
-                    pre.clip_len, pre.frame_stride, pre.fps or "unknown", pre.resize, pre.norm_value, list(pre.mean),
-                    list(pre.std), pre.activation, self.batch_size)
+                    "norm %s mean %s std %s, %s, batches of %d keyframes, runtime %s", name, pre.num_classes, names[0],
+                    names[-1], pre.clip_len, pre.frame_stride, pre.fps or "unknown", pre.resize, pre.norm_value,
+                    list(pre.mean), list(pre.std), pre.activation, self.batch_size, self.runtime)
 
     def plan(self, info: VideoInfo, every: int = 1, timestamps: Sequence[int] | None = None,
              video_start: float = 0.0, model_fps: float | None = None) -> list[KeyframePlan]:

@@ -39,7 +39,7 @@ class DualStreamBackbone(nn.Module):
     def forward(self, clip: torch.Tensor) -> list[torch.Tensor]:
         """clip [B, 3, T, H, W] -> [vit [B, Cv, ...], slow [B, Cs, ...], fast [B, Cf, ...]]."""
         vit_clip = clip[:, :, :: self.vit_frame_stride] if self.vit_frame_stride > 1 else clip
-        size = self._vit_size(vit_clip.shape[-2], vit_clip.shape[-1])
+        size = self._vit_size(int(vit_clip.shape[-2]), int(vit_clip.shape[-1]))  # ints while tracing too
         if size != tuple(vit_clip.shape[-2:]):
             vit_clip = F.interpolate(vit_clip, size=(vit_clip.shape[2],) + size, mode="trilinear", align_corners=False)
         return list(self.vit(vit_clip)) + list(self.slowfast(clip))

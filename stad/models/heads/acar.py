@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stad.models.heads.common import connect_empty, left_right_asymmetry, roi_maps
+from stad.models.heads.common import connect_empty, left_right_asymmetry, roi_maps, roi_maps_traced
 from stad.models.neck import RoIBatch
 from stad.models.registry import register_model
 
@@ -65,8 +65,9 @@ def pooled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     # reach[a, i] = 1 if input row i is read by kernel row a for some output row (i = o + a - p, 0 <= o < out_h)
     rows = _tap_reach(k_h, height, p_h, out_h, x)  # [k_h, h]
     cols = _tap_reach(k_w, width, p_w, out_w, x)  # [k_w, w]
-    tokens = x.permute(0, 2, 3, 1).reshape(x.shape[0], height, -1)  # [N, h, w*C], a view if channels-last
-    row_sums = torch.matmul(rows, tokens).view(x.shape[0], k_h, width, -1)  # [N, k_h, w, C]
+    # (sizes spelt out, no -1: the same views, valid for N = 0 too, as the export's graph needs)
+    tokens = x.permute(0, 2, 3, 1).reshape(x.shape[0], height, width * x.shape[1])  # [N, h, w*C], a view if NHWC
+    row_sums = torch.matmul(rows, tokens).view(x.shape[0], k_h, width, x.shape[1])  # [N, k_h, w, C]
     sums = torch.matmul(cols, row_sums).permute(0, 3, 1, 2)  # [N, C, k_h, k_w]
     return F.linear(sums.flatten(1), conv.weight.flatten(1)) / (out_h * out_w)
 
@@ -76,6 +77,19 @@ def _tap_reach(kernel: int, size: int, padding: int, out_size: int, like: torch.
     tap, position = torch.arange(kernel, device=like.device), torch.arange(size, device=like.device)
     shift = position[None, :] - tap[:, None] + padding  # output index o = i - a + p
     return ((shift >= 0) & (shift < out_size)).to(like.dtype)
+
+
+def group_norm_traced(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` for x [N, C, h, w] spelt with reductions (equal to float rounding): the ONNX form of
+    ``F.group_norm`` reshapes to ``[N, groups, -1]``, which ONNX Runtime refuses for N = 0."""
+    n, channels, height, width = x.shape
+    grouped = x.reshape(n, norm.num_groups, channels // norm.num_groups, height, width)
+    mean = grouped.mean((2, 3, 4), keepdim=True)
+    var = (grouped - mean).square().mean((2, 3, 4), keepdim=True)
+    out = ((grouped - mean) / torch.sqrt(var + norm.eps)).reshape(n, channels, height, width)
+    if norm.affine:
+        out = out * norm.weight[:, None, None] + norm.bias[:, None, None]
+    return out
 
 
 class PaddedLayout:
@@ -204,6 +218,19 @@ class HR2O(nn.Module):
         logits = logits.masked_fill(~layout.key_mask(height, width), torch.finfo(logits.dtype).min)
         return layout.unpad(torch.bmm(logits.softmax(dim=-1), v), height, width)
 
+    def relation_one_clip(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`relation` for the actors of ONE clip (no padding, no mask; trace-friendly):
+        x [N, C, h, w] -> [N, C, h, w]."""
+        # [N, C, h, w] -> [h, w, N, C] and batched matmuls over (h, w): no reshape, whose ONNX form
+        # would read a 0 in its target shape (N = 0) as "keep that input dimension"
+        q, k, v = (conv(x).permute(2, 3, 0, 1) for conv in (self.conv_q, self.conv_k, self.conv_v))
+        logits = torch.matmul(q, k.transpose(2, 3)) / self.hidden_dim ** 0.5  # [h, w, N, N]
+        return torch.matmul(logits.softmax(dim=-1), v).permute(2, 3, 0, 1)  # [N, C, h, w]
+
+    def forward_one_clip(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for the actors of ONE clip (trace-friendly; eval mode: no dropout)."""
+        return x + self.conv(F.relu(group_norm_traced(self.norm, self.relation_one_clip(x))))
+
     def forward(self, x: torch.Tensor, layout: PaddedLayout) -> torch.Tensor:
         """x [N, C, h, w] (RoIs grouped by clip) -> [N, C, h, w]; attention within each clip."""
         return self._finish(x, self.relation(x, layout))
@@ -328,6 +355,42 @@ class ACARHead(nn.Module):
             rows.append(index)
         order = torch.argsort(torch.cat(rows))  # groups' rows back to RoI order
         return self._classify(actor, torch.cat(parts)[order])
+
+    def forward_one_clip(self, feature_map: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Eval-mode logits of ONE unpadded clip, written for tracing / export (``stad.models.export``):
+        feature_map [1, C, H, W], boxes [N, 4] normalised xyxy -> [N, K], N >= 0.
+
+        :meth:`forward` on a batch of one clip, equal to float rounding (tested to 1e-6 on the toy
+        model), without Python-side shape logic: no :class:`RoIBatch` counts, no
+        :class:`PaddedLayout`, no branch on N. All N actors attend to each other (one clip), so
+        HR2O needs no padding or mask (:meth:`HR2O.relation_one_clip`); GroupNorm is spelt out
+        (:func:`group_norm_traced`). The eager :meth:`forward` is untouched by this path.
+        """
+        if self.training:
+            raise RuntimeError("forward_one_clip is the eval-mode (export) path; call .eval() first")
+        rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)
+        feats = conv1x1(feature_map, self.conv_reduce.weight)  # [1, R, H, W]
+        maps = roi_maps_traced(feats, rois, self.roi_size)  # [N, R, s, s]
+        actor = maps.amax((2, 3))
+        facing = self._facing(maps)
+        if min(feats.shape[-2:]) < 3:
+            raise ValueError(f"ACAR head needs a context of at least 3x3 feature cells, got {tuple(feats.shape[-2:])}")
+        w1 = self.conv1.weight
+        context = conv1x1(feats, w1[:, :feats.shape[1]])  # [1, hid, H, W]
+        x = context.permute(0, 2, 3, 1) + F.linear(actor, w1[:, feats.shape[1]:, 0, 0])[:, None, None, :]
+        if self.position is not None:
+            x = x + self.position(boxes, *feats.shape[-2:], facing=facing)
+        x = x.relu().permute(0, 3, 1, 2)
+        x = self.downsample(F.relu(self.conv2(x)))
+        if len(self.hr2o) == 0:
+            relation = x.mean((2, 3))
+        else:
+            for layer in self.hr2o[:-1]:
+                x = layer.forward_one_clip(x)
+            last = self.hr2o[-1]
+            relation = x.mean((2, 3)) + pooled_conv(F.relu(group_norm_traced(last.norm, last.relation_one_clip(x))),
+                                                    last.conv)
+        return self._classify(actor, relation)
 
     def _context_relations(self, feats: torch.Tensor, actor: torch.Tensor, rois: RoIBatch,
                            facing: torch.Tensor | None) -> torch.Tensor:

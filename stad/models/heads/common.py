@@ -20,6 +20,13 @@ def roi_maps(feature_map: torch.Tensor, rois: torch.Tensor, roi_size: int = 7) -
     return roi_align(feature_map, scale_rois(rois, height, width), (roi_size, roi_size))
 
 
+def roi_maps_traced(feature_map: torch.Tensor, rois: torch.Tensor, roi_size: int = 7) -> torch.Tensor:
+    """:func:`roi_maps` without the Python branch on an empty ``rois`` (for tracing / export: one
+    graph for any N >= 0; RoIAlign of zero RoIs is an empty [0, C, s, s] in every runtime)."""
+    height, width = feature_map.shape[-2:]
+    return roi_align(feature_map, scale_rois(rois, height, width), (roi_size, roi_size))
+
+
 def roi_features(feature_map: torch.Tensor, rois: torch.Tensor, roi_size: int = 7) -> torch.Tensor:
     """RoIAlign (roi_size x roi_size) then max over the bins: [B, C, H, W], [N, 5] -> [N, C]."""
     return roi_maps(feature_map, rois, roi_size).amax((2, 3))

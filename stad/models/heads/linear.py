@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from stad.models.heads.common import connect_empty, roi_features
+from stad.models.heads.common import connect_empty, roi_features, roi_maps_traced
 from stad.models.neck import RoIBatch
 from stad.models.registry import register_model
 
@@ -30,6 +30,13 @@ class LinearHead(nn.Module):
             logits = connect_empty(logits, feature_map, self)
         return logits
 
+
+    def forward_one_clip(self, feature_map: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Eval-mode logits of ONE clip for tracing / export: feature_map [1, C, H, W], boxes [N, 4] -> [N, K]."""
+        if self.training:
+            raise RuntimeError("forward_one_clip is the eval-mode (export) path; call .eval() first")
+        rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)
+        return self.fc(roi_maps_traced(feature_map, rois, self.roi_size).amax((2, 3)))
 
 @register_model("linear", kind="head")
 def linear(*, in_channels: int, num_classes: int, **kwargs) -> LinearHead:
