@@ -48,13 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from stad.engine.launch import LaunchError, LaunchSpec, launch
-    from stad.engine.runner import run
+    from stad.engine.storage import run_checked  # each rank: can it read its inputs? then runner.run
 
     try:
         spec = LaunchSpec(nproc_per_node=args.nproc_per_node, backend=args.backend, master_addr=args.master_addr,
                           master_port=args.master_port, nnodes=args.nnodes, node_rank=args.node_rank,
                           timeout_s=args.timeout or config.dist.timeout_s, launcher=args.launcher)
-        return launch(run, spec, (config, args.resume))
+        return launch(run_checked, spec, (config, args.resume))
     except LaunchError as err:
         print(f"launch error: {err}", file=sys.stderr)
         return 2

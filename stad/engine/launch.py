@@ -325,6 +325,10 @@ def _describe(error: BaseException) -> str:
         return f"preflight found errors in the data; nothing was trained or evaluated:\n{error}\n"
     if isinstance(error, FormatError):
         return f"data error: {error}\n"
+    from stad.engine.storage import StorageError
+
+    if isinstance(error, StorageError):
+        return f"storage error: {error}\n"
     return traceback.format_exc()
 
 

@@ -151,3 +151,25 @@ def test_srun_tasks_from_slurm_variables_give_the_one_process_csv(toy, tmp_path,
         assert proc.returncode == 0, f"{out[-2000:]}\n{err[-3000:]}"
     assert (tmp_path / "runs" / "srun" / "predict_epoch0.csv").read_text() == reference_csv
     assert "world size 2" in (tmp_path / "runs" / "srun" / "log.txt").read_text()
+
+
+def test_a_node_missing_an_input_stops_every_node_with_a_storage_error(toy, tmp_path):
+    """Node 1 lacks the val annotation file (no shared filesystem, not copied): both nodes stop at
+    start-up, naming the rank, its host and the file, instead of failing later or hanging."""
+    port = _free_port()
+    procs = []
+    for rank in (0, 1):
+        folder = tmp_path / f"node{rank}"
+        folder.mkdir()
+        missing = [f"val.annotation_path={tmp_path}/absent_on_node1.pkl"] if rank == 1 else []
+        cmd = _node_command(rank, port, f"out_node{rank}", toy, "--timeout", "60") + _args(missing)
+        procs.append(subprocess.Popen(cmd, cwd=folder, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, stdin=subprocess.DEVNULL))
+    start = time.monotonic()
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert time.monotonic() - start < 60
+    assert all(p.returncode == 1 for p in procs), errors
+    assert "storage error: inputs differ between the ranks" in errors[0]
+    assert f"rank 1 (host {os.uname().nodename}) cannot read val.annotation_path={tmp_path}/absent_on_node1.pkl" \
+        in errors[0]
+    assert not (tmp_path / "node0" / "out_node0" / "predict_epoch0.csv").exists()
