@@ -1,9 +1,10 @@
 """Start-up check of what each rank must see on its own disk, for jobs spanning several nodes.
 
-Predictions reach rank 0 over torch.distributed and only rank 0 writes outputs, so ``result_path``
+Predictions reach rank 0 over torch.distributed, only rank 0 writes outputs, and a training run
+resumes from the checkpoint rank 0 chooses (broadcast to ranks without the file), so ``result_path``
 need not be shared. Each rank still reads, from its own filesystem: the dataset (annotation file,
-frames or videos), the pretrained weights, ``resume_path``, and with ``--resume`` the newest
-checkpoint under its ``result_path``. Before any model is built, every rank reports what it sees
+frames or videos) and the pretrained weights; an evaluation run (``evaluate: True``) also loads
+``resume_path``, or with ``--resume`` the newest checkpoint under its ``result_path``, on every rank. Before any model is built, every rank reports what it sees
 (`all_gather_object`, a few hundred bytes) and all ranks stop with the same `StorageError` naming the
 rank, host and file when a rank lacks what rank 0 has (what rank 0 lacks too is left to its
 preflight, which explains data errors in detail) or, for ``--resume``, when a rank would start from a
@@ -25,9 +26,11 @@ import torch.distributed as dist
 
 from stad.engine.distributed import DistContext
 
-# resume reads the checkpoint on every rank from its own result_path (stad.engine.runner._resume):
-# with rank-0 loading + broadcast this becomes False and the check compares nothing for --resume
-RESUME_READS_ON_EVERY_RANK = True
+
+def reads_checkpoint_on_every_rank(config: Any) -> bool:
+    """Training resumes from rank 0's choice (checkpoint.read_checkpoint_everywhere); evaluation
+    (runner.run) loads ``resume_path`` / the newest checkpoint on each rank from its own disk."""
+    return bool(config.evaluate)
 
 
 class StorageError(RuntimeError):
@@ -68,7 +71,7 @@ def needed_inputs(config: Any) -> dict[str, str]:
                     walk(value, where)
 
     walk(data, "")
-    if config.resume_path:
+    if config.resume_path and reads_checkpoint_on_every_rank(config):
         out["resume_path"] = str(config.resume_path)
     return out
 
@@ -85,7 +88,7 @@ def local_view(rank: int, config: Any, resume: bool, probe: str | None) -> RankV
 
     inputs = {key: (path, _exists(key, path, config.result_path)) for key, path in needed_inputs(config).items()}
     checkpoint = None
-    if resume and RESUME_READS_ON_EVERY_RANK:
+    if resume and reads_checkpoint_on_every_rank(config):
         latest = ckpt.latest_checkpoint(config.result_path)
         if latest is not None:
             checkpoint = (os.path.relpath(latest, config.result_path), latest.stat().st_size)
@@ -108,7 +111,7 @@ def problems(views: list[RankView]) -> list[str]:
             theirs = f"{view.resume[0]} ({view.resume[1]} bytes)" if view.resume else "no checkpoint"
             mine = f"{main.resume[0]} ({main.resume[1]} bytes)" if main.resume else "no checkpoint"
             out.append(f"--resume: rank 0 (host {main.host}) finds {mine} under its result_path, rank {view.rank} "
-                       f"(host {view.host}) finds {theirs}; every rank reads the checkpoint it resumes from, so "
+                       f"(host {view.host}) finds {theirs}; evaluation loads the checkpoint on every rank, so "
                        f"result_path must be on storage all nodes share (or hold the same checkpoints on each)")
     return out
 

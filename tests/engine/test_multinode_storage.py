@@ -17,21 +17,23 @@ def _config(tmp_path: Path, *extra: str):
                                     f"val.annotation_path={tmp_path}/val.pkl", *extra])
 
 
-def test_needed_inputs_are_data_weights_and_resume_path(tmp_path):
+def test_needed_inputs_are_data_weights_and_the_evaluated_checkpoint(tmp_path):
     needed = needed_inputs(_config(tmp_path, "pretrain={path: w.pth}", "resume_path=ckpt.pth"))
     assert needed["train.annotation_path"] == f"{tmp_path}/train.pkl"
     assert needed["val.root_path"] == f"{tmp_path}/frames"
-    assert needed["pretrain.path"] == "w.pth" and needed["resume_path"] == "ckpt.pth"
-    evaluation = needed_inputs(_config(tmp_path, "evaluate=true"))
+    assert needed["pretrain.path"] == "w.pth"
+    assert "resume_path" not in needed  # training: rank 0 reads it and broadcasts
+    evaluation = needed_inputs(_config(tmp_path, "evaluate=true", "resume_path=ckpt.pth"))
     assert "train.annotation_path" not in evaluation and "val.annotation_path" in evaluation
+    assert evaluation["resume_path"] == "ckpt.pth"  # evaluation loads it on every rank
 
 
 def test_local_view_sees_files_and_the_resume_checkpoint(tmp_path):
-    config = _config(tmp_path)
+    config = _config(tmp_path, "evaluate=true")
     (tmp_path / "frames").mkdir()
     (tmp_path / "train.pkl").write_bytes(b"x")
     view = local_view(0, config, resume=True, probe=None)
-    assert view.inputs["train.annotation_path"][1] and view.inputs["val.root_path"][1]
+    assert view.inputs["val.root_path"][1]
     assert not view.inputs["val.annotation_path"][1]
     assert view.resume is None
     saved = ckpt.checkpoint_path(config.result_path, 3)
@@ -39,6 +41,7 @@ def test_local_view_sees_files_and_the_resume_checkpoint(tmp_path):
     saved.write_bytes(b"12345")
     assert local_view(0, config, resume=True, probe=None).resume == ("checkpoints/ckpt_3.pth", 5)
     assert local_view(0, config, resume=False, probe=None).resume is None
+    assert local_view(0, _config(tmp_path), resume=True, probe=None).resume is None  # training: broadcast
     assert not local_view(0, config, resume=False, probe=".absent").sees_probe
 
 
