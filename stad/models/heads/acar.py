@@ -92,6 +92,24 @@ def group_norm_traced(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def max_pool_traced(pool: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
+    """``pool(x)`` (square kernel, stride, zero-free padding, no dilation) as the maximum of strided
+    slices of the -inf padded map: the same values exactly, and elementwise ops only, which OpenVINO
+    runs on zero boxes (its MaxPool refuses a batch of 0)."""
+    kernel, stride, padding = (v if isinstance(v, int) else v[0] for v in (pool.kernel_size, pool.stride, pool.padding))
+    if pool.dilation not in (1, (1, 1)) or pool.ceil_mode:
+        raise ValueError(f"max_pool_traced: unsupported {pool}")
+    height, width = x.shape[-2:]
+    out_h, out_w = (height + 2 * padding - kernel) // stride + 1, (width + 2 * padding - kernel) // stride + 1
+    padded = F.pad(x, (padding,) * 4, value=float("-inf"))
+    out = None
+    for a in range(kernel):
+        for b in range(kernel):
+            tap = padded[:, :, a:a + stride * (out_h - 1) + 1:stride, b:b + stride * (out_w - 1) + 1:stride]
+            out = tap if out is None else torch.maximum(out, tap)
+    return out
+
+
 class PaddedLayout:
     """Index bookkeeping to move per-RoI maps [N, C, h, w] to padded per-clip token sets and back.
 
@@ -381,7 +399,8 @@ class ACARHead(nn.Module):
         if self.position is not None:
             x = x + self.position(boxes, *feats.shape[-2:], facing=facing)
         x = x.relu().permute(0, 3, 1, 2)
-        x = self.downsample(F.relu(self.conv2(x)))
+        x = F.relu(self.conv2(x))
+        x = max_pool_traced(self.downsample, x) if isinstance(self.downsample, nn.MaxPool2d) else self.downsample(x)
         if len(self.hr2o) == 0:
             relation = x.mean((2, 3))
         else:
