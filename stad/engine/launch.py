@@ -255,7 +255,11 @@ def plan_launch(spec: LaunchSpec, environ: Mapping[str, str] | None = None) -> L
         threads = task.cpus_per_task
     else:
         threads = max(1, _cores() // task.tasks_on_node)
-    return LaunchPlan("slurm", resolved, task.rank, task.world_size, task.local_rank, threads)
+    # srun --gpus-per-task binds each task to its own GPU(s) (CUDA_VISIBLE_DEVICES per task): the
+    # task's GPU is then device 0 whatever its SLURM_LOCALID; otherwise all tasks of a node see all
+    # its GPUs and task SLURM_LOCALID takes GPU SLURM_LOCALID
+    local_rank = 0 if env.get("SLURM_GPUS_PER_TASK") else task.local_rank
+    return LaunchPlan("slurm", resolved, task.rank, task.world_size, local_rank, threads)
 
 
 def _cores() -> int:

@@ -49,6 +49,12 @@ def test_each_srun_task_is_one_rank():
         assert plan.threads == 6  # SLURM_CPUS_PER_TASK
 
 
+def test_gpus_per_task_binding_gives_each_task_its_device_0():
+    # srun --gpus-per-task 1: every task sees only its own GPU (CUDA_VISIBLE_DEVICES per task)
+    plans = [plan_launch(LaunchSpec(), _srun_env(p, SLURM_GPUS_PER_TASK="1")) for p in range(8)]
+    assert [p.local_rank for p in plans] == [0] * 8 and [p.rank for p in plans] == list(range(8))
+
+
 def test_explicit_flags_and_master_variables_win():
     env = _srun_env(3, MASTER_ADDR="10.0.0.5", MASTER_PORT="29400")
     plan = plan_launch(LaunchSpec(master_addr=None, master_port=None), env)
