@@ -51,6 +51,7 @@ DEFAULT_DETECTOR = Path("checkpoints/toy_person_yolov8n.pt")
 # the demo's threshold is the sidecar's ``demo_conf`` (boxes drawn and classified), not the proposals' ``conf``
 DETECTOR_DEFAULTS = {"imgsz": 640, "conf": 0.4, "iou": 0.6}
 DEFAULT_BATCH_SIZE = 2
+ACTION_RUNTIMES = ("auto", "torch", "onnx", "openvino")  # stad.engine.action_runtimes.CHOICES (no torch import here)
 
 
 class DemoError(Exception):
@@ -60,14 +61,17 @@ class DemoError(Exception):
 # --------------------------------------------------------------------------- inputs
 
 
-def load_predictor(weights: Path, config: Path | None, device: str, batch_size: int):
-    """The engine's `Predictor` for ``weights`` (preset from the weights, or ``config`` checked against them)."""
+def load_predictor(weights: Path, config: Path | None, device: str, batch_size: int, runtime: str = "torch",
+                   threads: int | None = None):
+    """The engine's `Predictor` for ``weights`` (preset from the weights, or ``config`` checked against them);
+    ``runtime``: the action model's (`stad.engine.action_runtimes`: exports cached beside the weights)."""
     from stad.config import ConfigError
     from stad.engine.inference import InferenceError, Predictor
     from stad.models.presets import UnknownLayoutError
 
     try:
-        return Predictor.from_weights(weights, config, logger=LOGGER, device=device, batch_size=batch_size)
+        return Predictor.from_weights(weights, config, logger=LOGGER, device=device, batch_size=batch_size,
+                                      runtime=runtime, runtime_threads=threads)
     except InferenceError as error:
         raise DemoError(str(error)) from None
     except ConfigError as error:
@@ -196,6 +200,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES),
                         help="detector network runtime, as `detect.proposals --runtime` (auto: openvino, else onnx, "
                              "on a CPU when installed; torch otherwise)")
+    parser.add_argument("--action-runtime", default="torch", choices=ACTION_RUNTIMES,
+                        help="action model runtime (default torch, the eager model): onnx / openvino run the whole "
+                             "model exported once per clip shape, cached beside the weights (python -m stad.export); "
+                             "auto measures torch and the installed ones on the first clip and keeps the fastest "
+                             "(the choice is cached: measured once per host)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--no-progress", action="store_true")
@@ -253,7 +262,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    predictor = load_predictor(checkpoint, config, args.device, args.batch_size)
+    predictor = load_predictor(checkpoint, config, args.device, args.batch_size, args.action_runtime,
+                               args.threads or None)
     from stad.engine.inference import DEFAULT_MODEL_FPS
 
     fps = predictor.preprocessing.fps
@@ -269,6 +279,7 @@ def run(args: argparse.Namespace) -> dict:
     summary = {"video": str(info.path), "frames": info.num_frames, "fps": float(info.fps),
                "size": [info.width, info.height], "keyframes": len(results),
                "boxes": int(sum(len(r.boxes) for r in results)), "out": str(args.out), "frames_written": written,
+               "action_runtime": predictor.runtime,
                "predictions": results}
     if args.csv:
         summary["csv_rows"] = write_csv(args.csv, results, predictor.labelmap)
@@ -292,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print(f"annotated video: {summary['out']} ({summary['frames_written']} frames, "
           f"{summary['size'][0]}x{summary['size'][1]}, {summary['fps']:.3f} fps)")
-    print(f"keyframes: {summary['keyframes']}, person boxes: {summary['boxes']}")
+    print(f"keyframes: {summary['keyframes']}, person boxes: {summary['boxes']} (action model runtime: "
+          f"{summary['action_runtime']})")
     if "csv" in summary:
         print(f"predictions: {summary['csv']} ({summary['csv_rows']} rows; class ids: {summary['labelmap']})")
     if "snapshot" in summary:

@@ -15,7 +15,8 @@ runs as B calls. A padded batch (clips of several sizes, ``sizes`` given) runs e
 unpadded pixels, i.e. the batch-size-1 result that padded batches approximate in PyTorch.
 
 ``auto`` on a CPU measures, at the first clip shape it sees, torch eager and every installed
-exported runtime on that clip (interleaved rounds, best time each; a runtime whose logits differ
+exported runtime on that clip (`measure_runtimes`: blocks of calls in alternating order, the median
+of each; a runtime whose logits differ
 from torch's by more than `AUTO_TOLERANCE` is not eligible), takes the fastest and writes the choice
 and the timings to ``<cache>/<key>.runtime.json`` keyed by the host (CPU model, threads): later
 runs on the same host read it instead of measuring. When measuring is not possible (packages
@@ -45,7 +46,8 @@ CHOICES = ("auto", *RUNTIMES)
 CACHE_ENV = "STAD_EXPORT_CACHE"
 _NEEDS = {"torch": (), "onnx": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino")}
 AUTO_TOLERANCE = 1e-3  # max |logit difference| from torch for auto to pick a runtime (tests hold them to 1e-4)
-AUTO_ROUNDS = 3  # interleaved timing rounds per runtime (after one warm-up call each)
+AUTO_ROUNDS = 3  # timed calls per block (after one warm-up call each)
+AUTO_BLOCKS = 2  # blocks per runtime, in alternating order
 
 
 class ActionRuntimeError(RuntimeError):
@@ -185,21 +187,32 @@ def load_network(runtime: str, model: nn.Module, clip_shape: Sequence[int], cach
     return OnnxActionNetwork(path, threads) if runtime == "onnx" else OpenVinoActionNetwork(path, threads)
 
 
-def measure_runtimes(networks: dict[str, Callable], clip: np.ndarray, boxes: np.ndarray,
-                     rounds: int = AUTO_ROUNDS) -> tuple[dict[str, float], dict[str, float]]:
-    """Best seconds per call of each network on (clip, boxes) over interleaved rounds (one warm-up
-    call each), and each one's max |logit difference| from the ``"torch"`` network's."""
-    outputs = {name: net(clip, boxes) for name, net in networks.items()}  # warm-up (and compile) calls
+def measure_runtimes(networks: dict[str, Callable], clip: np.ndarray, boxes: np.ndarray, rounds: int = AUTO_ROUNDS,
+                     blocks: int = AUTO_BLOCKS) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per call of each network on (clip, boxes), and each one's max |logit difference|
+    from the ``"torch"`` network's.
+
+    Each network runs ``rounds`` calls in a row (a block), ``blocks`` blocks per network in alternating
+    order (a, b, c, c, b, a, ...), after one warm-up (and compile) call each: calls are not interleaved
+    one by one because a runtime's idle worker threads spin for a while after its call and would be
+    charged to the next runtime (OpenVINO's after it runs made torch's two OpenMP threads 10-60x slower
+    on a 2-core host).
+    """
+    outputs = {name: net(clip, boxes) for name, net in networks.items()}
     reference = outputs.get("torch")
     diffs = {name: float(np.abs(out - reference).max()) if reference is not None and out.size else 0.0
              for name, out in outputs.items()}
-    best = {name: math.inf for name in networks}
-    for _ in range(rounds):
-        for name, net in networks.items():
-            start = time.perf_counter()
-            net(clip, boxes)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best, diffs
+    times: dict[str, list[float]] = {name: [] for name in networks}
+    order = list(networks)
+    for block in range(blocks):
+        for name in (order if block % 2 == 0 else order[::-1]):
+            net = networks[name]
+            net(clip, boxes)  # the first call after another runtime's absorbs its threads' spinning
+            for _ in range(rounds):
+                start = time.perf_counter()
+                net(clip, boxes)
+                times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}, diffs
 
 
 # --------------------------------------------------------------------------- the model the engine calls
@@ -298,7 +311,10 @@ class RuntimeActionModel(nn.Module):
         eligible = {name: s for name, s in seconds.items() if diffs[name] <= AUTO_TOLERANCE}
         choice = min(eligible, key=eligible.get)
         self.timings = seconds
-        LOGGER.info("action runtime auto: %s (per clip with 3 boxes: %s; max |logit - torch|: %s)", choice,
+        for runtime in networks:  # the others' sessions (and thread pools) go
+            if runtime != choice:
+                self._networks.pop((runtime, shape), None)
+        LOGGER.info("action runtime auto: %s (median per clip with 3 boxes: %s; max |logit - torch|: %s)", choice,
                     ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in seconds.items()),
                     ", ".join(f"{k} {v:.1e}" for k, v in diffs.items() if k != "torch"))
         try:

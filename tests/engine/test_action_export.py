@@ -185,3 +185,37 @@ def test_unknown_runtime_is_a_clear_error():
 
     with pytest.raises(action_runtimes.ActionRuntimeError, match="unknown action-model runtime 'tensorrt'"):
         Predictor(model, preset.preprocessing, runtime="tensorrt")
+
+
+def test_export_cli_and_demo_action_runtime(tmp_path):
+    """`python -m stad.export` (the app's main) writes the file and its preset; the demo with
+    `--action-runtime onnx` gives the torch run's scores; exports land beside the weights."""
+    from stad.apps import demo, export
+    from stad.config import config_to_dict, load_config
+    from stad.engine import builders
+    from stad.engine.checkpoint import save_checkpoint
+    from tests.e2e.demo_testutils import tiny_model, write_test_video
+
+    config_path, _ = tiny_model(tmp_path)
+    config = load_config(config_path)
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w" / "ckpt_1.pth", epoch=1, model=builders.build_model(config),
+                              config=config_to_dict(config))
+    assert export.main(["--weights", str(weights), "--format", "onnx", "--out", str(tmp_path / "x" / "m"),
+                        "--check"]) == 0
+    meta = read_metadata(tmp_path / "x" / "m.onnx")
+    assert meta["preset"]["preprocessing"]["num_classes"] == 11 and meta["inputs"]["clip"]["shape"][0] == 1
+
+    video = write_test_video(tmp_path / "v.mp4", width=96, height=72, fps=30, seconds=2.0)
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("v,0,0.05,0.20,0.30,0.90,,0.9\nv,1,0.30,0.25,0.45,0.90,,0.8\nv,1,0.65,0.15,0.85,0.85,,0.7\n")
+    scores = {}
+    for runtime in ("torch", "onnx"):
+        summary = demo.run(demo.parse_args(["--video", str(video), "--weights", str(weights), "--boxes", str(boxes),
+                                            "--out", str(tmp_path / f"{runtime}.mp4"), "--no-progress",
+                                            "--action-runtime", runtime]))
+        assert summary["action_runtime"] == runtime
+        scores[runtime] = np.concatenate([p.scores for p in summary["predictions"]])
+    assert scores["torch"].shape == (3, 11)
+    np.testing.assert_allclose(scores["onnx"], scores["torch"], atol=TOLERANCE)
+    assert [p.suffix for p in sorted((tmp_path / "w").iterdir())] == [".onnx", ".pth"]
