@@ -123,7 +123,13 @@ class OnnxActionNetwork:
 
 
 class OpenVinoActionNetwork:
-    """OpenVINO CPU on an exported action model (IR), compiled once with a dynamic number of boxes, fp32."""
+    """OpenVINO CPU on an exported action model (IR), compiled once with a dynamic number of boxes, fp32.
+
+    The CPU plugin's runtime cache (kernels kept per input shape) is off: with it, openvino 2026.4
+    returned wrong logits (errors of 0.7-1.0) for 16 or more boxes once it had run 1, 2, ..., 15 boxes
+    in turn on the same request (tests/engine/test_action_export.py). Off, a call costs about 5 ms
+    more on the toy model (22.5 -> 27.7 ms, one thread).
+    """
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         import openvino
@@ -131,7 +137,8 @@ class OpenVinoActionNetwork:
         self.path, self.threads = Path(path), max(1, int(threads))
         core = openvino.Core()
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads,
-                  "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
+                  "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False,
+                  "CPU_RUNTIME_CACHE_CAPACITY": 0}
         self.request = core.compile_model(core.read_model(str(self.path)), "CPU", config).create_infer_request()
 
     def __call__(self, clip: np.ndarray, boxes: np.ndarray) -> np.ndarray:
