@@ -6,9 +6,10 @@
 ``report_demo``        the demo's report (Markdown, JSON, PNG) from the pipeline's outputs
 ``visualize``          overlays (boxes, person ids, actions) and the MP4 writer
 ``tracking``           the demo's greedy IoU tracker (person ids across keyframes)
+``export``             the whole action model -> ONNX / OpenVINO IR / TorchScript + its preset (`stad.engine.action_export`)
 =====================  ==========================================================================
 
-``python -m stad.demo``, ``python -m stad.demo_pipeline`` and ``python -m stad.report_demo`` are aliases
+``python -m stad.demo``, ``python -m stad.demo_pipeline``, ``python -m stad.report_demo`` and ``python -m stad.export`` are aliases
 of ``python -m stad.apps.<name>``. The library (`stad.data`, `stad.models`, `stad.engine`,
 `stad.evaluation`, `detect`, ...) never imports this package (tests/test_import_contract.py).
 """
