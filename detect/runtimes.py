@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stad.onnx_session import onnx_cpu_session
+
 LOGGER = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnx", "openvino")
@@ -163,18 +165,8 @@ class OnnxRuntimeNetwork:
     """
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
-        import onnxruntime
-
         self.path, self.threads = Path(path), max(1, int(threads))
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        if self.threads > 1:  # idle pool threads spinning at every op steal the cores of a shared machine
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_cpu_session(self.path, self.threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from stad.engine.action_export import ExportError, example_boxes, export_onnx, export_openvino, model_digest
+from stad.onnx_session import onnx_cpu_session
 
 LOGGER = logging.getLogger(__name__)
 RUNTIMES = ("torch", "onnx", "openvino")
@@ -105,18 +106,8 @@ class OnnxActionNetwork:
     """ONNX Runtime CPU session on an exported action model: (clip [1,3,T,H,W], boxes [N,4]) -> logits [N,K]."""
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
-        import onnxruntime
-
         self.path, self.threads = Path(path), max(1, int(threads))
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        if self.threads > 1:  # idle pool threads spinning at every op steal the cores of a shared machine
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_cpu_session(self.path, self.threads)
 
     def __call__(self, clip: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"clip": clip, "boxes": boxes})[0]
