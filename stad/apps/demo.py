@@ -54,8 +54,8 @@ DEFAULT_BATCH_SIZE = 2
 ACTION_RUNTIMES = ("auto", "torch", "onnx", "openvino")  # stad.engine.action_runtimes.CHOICES (no torch import here)
 
 
-class DemoError(Exception):
-    """A user-facing problem (bad file, missing model): printed without a traceback, exit code 2."""
+class DemoError(ValueError):
+    """A user-facing problem (bad file, missing model): `stad.cli.run_cli` prints it, exit code 2."""
 
 
 # --------------------------------------------------------------------------- inputs
@@ -291,16 +291,14 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI: bad input is one line on stderr and exit code 2 (`stad.cli.run_cli`)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        summary = run(args)
-    except DemoError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    summary = run(args)
     print(f"annotated video: {summary['out']} ({summary['frames_written']} frames, "
           f"{summary['size'][0]}x{summary['size'][1]}, {summary['fps']:.3f} fps)")
     print(f"keyframes: {summary['keyframes']}, person boxes: {summary['boxes']} (action model runtime: "
@@ -313,4 +311,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

@@ -32,8 +32,8 @@ LOGGER = logging.getLogger("stad.apps.export")
 FORMATS = ("onnx", "openvino", "torchscript")
 
 
-class ExportCliError(Exception):
-    """A user-facing problem: printed without a traceback, exit code 2."""
+class ExportCliError(ValueError):
+    """A user-facing problem: `stad.cli.run_cli` prints it without a traceback, exit code 2."""
 
 
 def _frame_size(text: str) -> tuple[int, int]:
@@ -129,13 +129,14 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI: bad input is one line on stderr and exit code 2 (`stad.cli.run_cli`)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        summary = run(args)
-    except ExportCliError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    summary = run(args)
     print(f"exported: {summary['out']} ({summary['format']}; clip {summary['clip_shape']}, boxes [N, 4]; "
           f"metadata: {summary['metadata']})")
     if "max_abs_diff" in summary:
@@ -144,4 +145,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())
