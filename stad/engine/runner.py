@@ -207,6 +207,7 @@ def train(session: Session, resume: bool) -> None:
     path, state = ckpt.read_checkpoint_everywhere(ctx, _resume_path(config, resume) if ctx.is_main else None)
     start = _resume(session, state, path, optimizer, schedule, scaler) if state is not None else ResumePoint()
     del state
+    states = {"optimizer": optimizer, "scheduler": schedule, "scaler": scaler}
     samples_per_step = train_cfg.batch_size * train_cfg.accumulate_steps
 
     def on_step(step: int, result: Any) -> None:
@@ -230,14 +231,9 @@ def train(session: Session, resume: bool) -> None:
                 return
             rngs = ckpt.gather_rng_states(ctx)  # a collective: every rank's RNG state
             if ctx.is_main:
-                saved = ckpt.save_checkpoint(
-                    ckpt.iter_checkpoint_path(config.result_path, epoch, iteration), epoch=epoch,
-                    model=session.model, optimizer=optimizer, scheduler=schedule, scaler=scaler,
-                    config=config_to_dict(config), rng_ranks=rngs,
-                    mid_epoch={"step": done, "iteration": iteration, "loss_total": totals[0], "boxes": totals[1]})
-                ckpt.link_last(saved)
-                ckpt.prune_mid_epoch(config.result_path, train_cfg.keep_last)
-                session.logger.info("saved %s", saved)
+                _save(session, ckpt.iter_checkpoint_path(config.result_path, epoch, iteration), epoch, states,
+                      prune=True, rng_ranks=rngs,
+                      mid_epoch={"step": done, "iteration": iteration, "loss_total": totals[0], "boxes": totals[1]})
 
         bar = progress(n_steps, f"epoch {epoch}/{train_cfg.n_epochs}", ctx.is_main)
         loss = trainer.train_epoch(epoch, loader, n_steps, progress=bar, on_step=on_step, start_step=first,
@@ -249,16 +245,23 @@ def train(session: Session, resume: bool) -> None:
                             optimizer.param_groups[0]["lr"])
         session.writer.add("train/epoch_loss", loss, epoch)
         if ctx.is_main and _saves_epoch(train_cfg, epoch):
-            saved = ckpt.save_checkpoint(ckpt.checkpoint_path(config.result_path, epoch), epoch=epoch,
-                                         model=session.model, optimizer=optimizer, scheduler=schedule,
-                                         scaler=scaler, config=config_to_dict(config))
-            ckpt.link_last(saved)
-            if train_cfg.save_every_iters:
-                ckpt.prune_mid_epoch(config.result_path, train_cfg.keep_last)
-            session.logger.info("saved %s", saved)
+            _save(session, ckpt.checkpoint_path(config.result_path, epoch), epoch, states,
+                  prune=bool(train_cfg.save_every_iters))
         barrier(ctx)
         if config.val is not None and epoch % train_cfg.val_freq == 0:
             _validate(session, epoch)
+
+
+def _save(session: Session, path: Path, epoch: int, states: dict, prune: bool, **extra: Any) -> None:
+    """Rank 0: write a checkpoint (model + ``states``: optimizer, scheduler, scaler), point ``last.pth``
+    at it and, with ``prune``, keep only ``train.keep_last`` mid-epoch checkpoints."""
+    config = session.config
+    saved = ckpt.save_checkpoint(path, epoch=epoch, model=session.model, config=config_to_dict(config), **states,
+                                 **extra)
+    ckpt.link_last(saved)
+    if prune:
+        ckpt.prune_mid_epoch(config.result_path, config.train.keep_last)
+    session.logger.info("saved %s", saved)
 
 
 def _saves_epoch(train_cfg: Any, epoch: int) -> bool:
