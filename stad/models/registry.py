@@ -47,6 +47,7 @@ def register_model(name: str | None = None, *, kind: str = "backbone") -> Callab
 def _ensure_builtin_models() -> None:
     # Importing the modules runs their @register_model decorators.
     from stad.models import action_model, heads, slowfast, vit  # noqa: F401
+    from stad.models.recognition import swin, video_nets  # noqa: F401
 
 
 def get_entry(name: str, kind: str | None = None) -> ModelEntry:
