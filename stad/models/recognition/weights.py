@@ -148,8 +148,8 @@ def _check_fit(target: nn.Module, sd: StateDict, origin: str, layout: str, stric
     if mismatched:
         raise CheckpointLayoutError(f"{what}: {len(mismatched)} shape mismatches: {mismatched[:8]}")
     if strict and (missing or unexpected):
-        raise CheckpointLayoutError(f"{what}: missing {len(missing)} keys {missing[:8]}, "
-                                    f"unexpected {len(unexpected)} keys {unexpected[:8]}")
+        raise CheckpointLayoutError(f"{what} (keys after renaming to the model's names): missing {len(missing)} "
+                                    f"{missing[:8]}, unexpected {len(unexpected)} {unexpected[:8]}")
     return missing, unexpected
 
 
