@@ -139,12 +139,15 @@ def mvit_v2_s(**kwargs: Any) -> MViTBackbone:
     return MViTBackbone(tv_video.mvit_v2_s(weights=None, **kwargs))
 
 
+# mvit_toy: two blocks of widths 16 -> 32 -> 32 (heads 1, 2), the second one halving H and W
+MVIT_TOY_BLOCKS = (MSBlockConfig(1, 16, 32, [3, 3, 3], [3, 3, 3], [1, 1, 1], [1, 4, 4]),
+                   MSBlockConfig(2, 32, 32, [3, 3, 3], [3, 3, 3], [1, 2, 2], [1, 2, 2]))
+
+
 @register_model(kind="backbone")
 def mvit_toy(*, spatial_size: Sequence[int] = (64, 64), temporal_size: int = 4, **kwargs: Any) -> MViTBackbone:
     """Tiny MViTv2 (torchvision MViT class, two stages of width 16/32, MViTv2-S's block options) for CPU tests."""
-    settings = [MSBlockConfig(1, 16, 32, [3, 3, 3], [3, 3, 3], [1, 1, 1], [1, 4, 4]),
-                MSBlockConfig(2, 32, 32, [3, 3, 3], [3, 3, 3], [1, 2, 2], [1, 2, 2])]
-    net = MViT(spatial_size=tuple(spatial_size), temporal_size=temporal_size, block_setting=settings,
+    net = MViT(spatial_size=tuple(spatial_size), temporal_size=temporal_size, block_setting=list(MVIT_TOY_BLOCKS),
                residual_pool=True, residual_with_cls_embed=False, rel_pos_embed=True, proj_after_attn=True,
                stochastic_depth_prob=kwargs.pop("stochastic_depth_prob", 0.0), **kwargs)
     return MViTBackbone(net)
