@@ -17,6 +17,6 @@ from stad.models.recognition import Recognizer, build_recognizer, load_recogniti
 __all__ = [
     "ActionDetector", "ExclusiveSoftmaxBCELoss", "ModelPreset", "Preprocessing", "Recognizer", "SigmoidBCELoss",
     "build_action_model", "build_backbone", "build_loss", "build_recognizer", "create_model", "filter_acar_detector",
-    "filter_acar_head", "filter_acar_slowfast", "filter_videomae", "get_preset", "infer_preset", "list_models", "list_presets",
-    "load_recognition_weights", "register_model",
+    "filter_acar_head", "filter_acar_slowfast", "filter_videomae", "get_preset", "infer_preset", "list_models",
+    "list_presets", "load_recognition_weights", "register_model",
 ]

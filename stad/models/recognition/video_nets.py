@@ -86,11 +86,12 @@ class MViTBackbone(MapBackbone):
 
     def __init__(self, net: MViT):
         super().__init__()
-        self.conv_proj, self.pos_encoding, self.blocks, self.norm = net.conv_proj, net.pos_encoding, net.blocks, net.norm
+        self.conv_proj, self.pos_encoding = net.conv_proj, net.pos_encoding
+        self.blocks, self.norm = net.blocks, net.norm
         self.out_channels = [net.norm.normalized_shape[0]]
         self.input_size = (self.pos_encoding.temporal_size * net.conv_proj.stride[0],
                            *(s * st for s, st in zip(self.pos_encoding.spatial_size, net.conv_proj.stride[1:])))
-        self.feature_stride = net.conv_proj.stride[1] * (self._grid_stride(net) or 1)
+        self.feature_stride = net.conv_proj.stride[1] * self._grid_stride(net)
 
     @staticmethod
     def _grid_stride(net: MViT) -> int:
