@@ -117,3 +117,15 @@ def test_own_checkpoint_roundtrip_with_ddp_prefix(tmp_path):
     fewer = build_recognizer("swin3d_toy", label_groups={"action": 5})
     with pytest.raises(CheckpointLayoutError, match="unexpected"):
         load_recognition_weights(fewer, path)
+
+
+def test_acar_and_videomae_files_load_into_recognizers():
+    acar = {"state_dict": meta_state_dict(load_manifest("acar_ava_slowfast_r50_hr2o")), "epoch": 6}
+    videomae = {"module": meta_state_dict(load_manifest("videomae_vit_base_finetune_k400"))}
+    with torch.device("meta"):
+        slowfast = build_recognizer("slowfast_r50", label_groups={"action": 60})
+        vit = build_recognizer("vit_base", label_groups={"action": 400})
+    report = load_recognition_weights(slowfast, acar)
+    assert (report.layout, report.missing, report.unexpected) == ("acar", [], [])
+    report = load_recognition_weights(vit, videomae)
+    assert (report.layout, report.missing, report.unexpected) == ("videomae", [], [])

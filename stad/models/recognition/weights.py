@@ -76,6 +76,8 @@ def _split(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
 def detect_layout(state_dict: Mapping[str, torch.Tensor], backbone: nn.Module) -> str:
     """'ours', 'videoswin', 'mmaction2', 'torchvision', 'videomae' or 'acar' (see the module docstring)."""
     keys = list(state_dict)
+    if isinstance(backbone, SlowFast) and any(k.startswith("backbone.module.") for k in keys):
+        return "acar"  # ACAR-Net's AVA model (DDP-wrapped backbone)
     if any(k.startswith("head.fc.") for k in keys) or (keys and all(k.startswith(("backbone.", "head.")) for k in keys)
                                                        and not any(".layers." in k for k in keys)):
         return "ours"
