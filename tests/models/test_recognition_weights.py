@@ -129,3 +129,17 @@ def test_acar_and_videomae_files_load_into_recognizers():
     assert (report.layout, report.missing, report.unexpected) == ("acar", [], [])
     report = load_recognition_weights(vit, videomae)
     assert (report.layout, report.missing, report.unexpected) == ("videomae", [], [])
+
+
+def test_imagenet_swin_inflates_like_mmaction2():
+    """golden/mmaction2_swin_inflated_tiny_golden.pt: MMAction2's SwinTransformer3D(pretrained2d=True)
+    inflating the official image Swin (window 3: its 5x5 bias tables resized to 7x7) then running."""
+    golden = torch.load(MANIFEST_DIR / "golden" / "mmaction2_swin_inflated_tiny_golden.pt")
+    weights = random_state_dict(load_manifest("swin2d_tiny_golden"), seed=0)
+    weights = {k: v for k, v in weights.items() if not k.endswith(("relative_position_index", "attn_mask"))}
+    model = build_recognizer("swin3d_toy", TINY, label_groups={"action": 10}).eval()
+    report = load_recognition_weights(model, {"model": weights})
+    assert (report.layout, report.head_group, report.missing, report.unexpected) == ("swin2d", "action", [], [])
+    for _, clip, spec in _golden_inputs(golden):
+        with torch.no_grad():
+            torch.testing.assert_close(model.backbone.forward_features(clip), spec["map"], atol=1e-5, rtol=0)

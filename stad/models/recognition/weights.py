@@ -10,6 +10,8 @@ official code):
   (the Kinetics Swin-B weights, MA-52's released weights): ``{"state_dict": ...}`` with
   ``backbone.layers.<s>.blocks.<j>.*``, ``backbone.layers.<s>.downsample.*``, ``backbone.norm.*``
   (1.x: ``backbone.norm3.*``), ``cls_head.fc_cls.*``; also a bare backbone (no ``backbone.``).
+* ``swin2d``: an image Swin (ImageNet, ``{"model": ...}`` with 4-D ``patch_embed.proj.weight``), inflated
+  as MMAction2 does for ``pretrained2d`` (:func:`inflate_swin2d`): how the Video Swin models start.
 * ``torchvision``: a torchvision video classifier's state dict (``swin3d_*``, ``mvit_v2_s``,
   ``r2plus1d_18``, ``s3d``), classifier included.
 * ``videomae`` / ``acar``: VideoMAE(v2) ViT and ACAR-Net SlowFast files through
@@ -21,12 +23,14 @@ the label group whose class count matches it; when none does (e.g. Kinetics-400 
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from stad.models.checkpoints import StateDict, filter_acar_slowfast, filter_videomae, strip_prefix, unwrap_checkpoint
 from stad.models.recognition.swin import Swin3D
@@ -82,6 +86,8 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor], backbone: nn.Module) -
                                                        and not any(".layers." in k for k in keys)):
         return "ours"
     bare = strip_prefix(state_dict, "backbone.")
+    if getattr(bare.get("patch_embed.proj.weight"), "ndim", 0) == 4 and any(k.startswith("layers.") for k in bare):
+        return "swin2d"
     if any(k.startswith("cls_head.") for k in keys) or any(k.startswith("layers.") for k in bare):
         return "mmaction2" if any(k.startswith("norm3.") for k in bare) else "videoswin"
     if isinstance(backbone, VisionTransformer3D):
@@ -115,6 +121,13 @@ def _backbone_and_classifier(sd: StateDict, layout: str, backbone: nn.Module) ->
         body = {k: v for k, v in strip_prefix(sd, "backbone.").items()
                 if not k.startswith(("cls_head.", "data_preprocessor."))}
         return {_swin_rename(k, backbone.block_names, True): v for k, v in body.items()}, head
+    if layout == "swin2d":
+        if not isinstance(backbone, Swin3D):
+            raise CheckpointLayoutError("a 2D Swin checkpoint inflates into a swin3d backbone, "
+                                        f"not {type(backbone).__name__}")
+        head = {k[len("head."):]: v for k, v in sd.items() if k.startswith("head.")}
+        body = inflate_swin2d({k: v for k, v in sd.items() if not k.startswith("head.")}, backbone)
+        return {_swin_rename(k, backbone.block_names, True): v for k, v in body.items()}, head
     if layout == "videomae":
         return filter_videomae(sd, backbone), {}
     if layout == "acar":
@@ -127,6 +140,32 @@ def _backbone_and_classifier(sd: StateDict, layout: str, backbone: nn.Module) ->
     if isinstance(backbone, Swin3D):
         body = {_swin_rename(k, backbone.block_names, False): v for k, v in body.items()}
     return body, head
+
+
+def inflate_swin2d(state_dict: Mapping[str, torch.Tensor], backbone: Swin3D) -> StateDict:
+    """An image Swin (ImageNet; original Swin naming) inflated to ``backbone``'s 3D shapes, as MMAction2's
+    ``SwinTransformer3D.inflate_weights`` does for ``pretrained2d``: the patch kernel [C, 3, P, P] repeated
+    over the P_t frames of a patch and divided by P_t; each relative position bias table
+    [(2W-1)^2, heads] resized bicubically to the 3D window's (2W_h-1) x (2W_w-1) grid if it differs, then
+    repeated for every one of the 2W_t-1 temporal offsets; ``relative_position_index`` / ``attn_mask``
+    buffers dropped (rebuilt). Keys keep the 2D names (``layers.<s>.blocks.<j>.*``)."""
+    patch_t = backbone.patch_embed.tuple_patch_size[0]
+    wd, wh, ww = backbone.blocks[0].attn.window_size
+    out: StateDict = {}
+    for key, value in state_dict.items():
+        if key.endswith(("relative_position_index", "attn_mask")):
+            continue
+        if key == "patch_embed.proj.weight":
+            value = value.unsqueeze(2).repeat(1, 1, patch_t, 1, 1) / patch_t
+        elif key.endswith("relative_position_bias_table"):
+            side, heads = math.isqrt(value.shape[0]), value.shape[1]
+            if (side, side) != (2 * wh - 1, 2 * ww - 1):
+                grid = value.permute(1, 0).reshape(1, heads, side, side)
+                grid = F.interpolate(grid, size=(2 * wh - 1, 2 * ww - 1), mode="bicubic")
+                value = grid.reshape(heads, -1).permute(1, 0)
+            value = value.repeat(2 * wd - 1, 1)
+        out[key] = value
+    return out
 
 
 def _classifier_group(classifier: StateDict, head: nn.Module | None) -> str | None:
