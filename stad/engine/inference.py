@@ -9,7 +9,7 @@
 A `Predictor` holds a model and the `Preprocessing` its weights expect (`stad.models.presets`): the
 test-time transform (or several test-time views), clip length / frame stride / frame rate, activation
 and label map. The video is decoded once (`stad.data.video.iter_video_frames`); only the frames some
-pending keyframe still needs are kept. Each keyframe becomes a sample through the data layer's
+pending keyframe still needs are kept (`stad.engine.streaming`, which live streams use too). Each keyframe becomes a sample through the data layer's
 `sample_from_frames` (the code `ClipDataset` builds its samples with), samples are batched with
 `collate_clips` (the training / evaluation collate: padded batches pass each clip's size) and scored by
 `stad.engine.predictor.score_batch`, the function `main.py` evaluation (`predict_shard`) scores with:
@@ -18,7 +18,6 @@ one path from pixels and boxes to scores.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -137,48 +136,6 @@ def weights_preset_for(state: dict, source: str, config: str | Path | Any | None
 
 
 BoxSource = Callable[[KeyframePlan, np.ndarray], Boxes]  # (keyframe, its BGR frame [H, W, 3]) -> person boxes
-
-
-class _FrameWindow:
-    """Decoded frames that some pending keyframe still needs; keyframes become ready in order of their last
-    frame, and a frame is released when every keyframe using it has taken it (memory: about one clip)."""
-
-    def __init__(self, plans: Sequence[KeyframePlan]) -> None:
-        self.plans = plans
-        self.users: dict[int, int] = defaultdict(int)
-        for plan in plans:
-            for index in {*plan.clip.tolist(), plan.frame}:
-                self.users[index] += 1
-        self.waiting = deque(sorted(range(len(plans)), key=lambda j: plans[j].last_frame))
-        self.buffer: dict[int, np.ndarray] = {}
-        self.last: np.ndarray | None = None
-        self.decoded = 0
-
-    def add(self, index: int, frame: np.ndarray) -> list[int]:
-        """Keep frame ``index`` if needed; returns the plans whose frames are now all decoded."""
-        self.decoded, self.last = index + 1, frame
-        if self.users.get(index):
-            self.buffer[index] = frame
-        ready = []
-        while self.waiting and self.plans[self.waiting[0]].last_frame <= index:
-            ready.append(self.waiting.popleft())
-        return ready
-
-    def remaining(self) -> list[int]:
-        """Plans still waiting (the video ended before their frames): they use the last decoded frame."""
-        rest, self.waiting = list(self.waiting), deque()
-        return rest
-
-    def take(self, j: int) -> tuple[list[np.ndarray], np.ndarray]:
-        """Plan ``j``'s T clip frames (a repeated index gives the same array) and its keyframe frame."""
-        plan = self.plans[j]
-        frames = [self.buffer.get(int(i), self.last) for i in plan.clip]
-        keyframe = self.buffer.get(plan.frame, self.last)
-        for index in {*plan.clip.tolist(), plan.frame}:
-            self.users[index] -= 1
-            if self.users[index] == 0:
-                self.buffer.pop(index, None)
-        return frames, keyframe  # type: ignore[return-value]
 
 
 class Predictor:
@@ -310,50 +267,11 @@ class Predictor:
         ``on_frame(index, frame_bgr)`` sees every decoded frame first (e.g. to draw and encode it). A
         keyframe is scored when ``batch_size`` keyframes are ready (and at the end of the video).
         """
-        window, pending, done, next_out = _FrameWindow(plans), [], {}, 0
-        for index, frame in enumerate(iter_video_frames(info.path)):
-            if on_frame is not None:
-                on_frame(index, frame)
-            pending += [self._prepare(info, plans[j], j, window, boxes_for) for j in window.add(index, frame)]
-            if len(pending) >= self.batch_size:
-                done.update(self._run(pending))
-                pending = []
-            while next_out in done:
-                yield done.pop(next_out)
-                next_out += 1
-        if window.decoded == 0:
-            raise InferenceError(f"{info.path}: no frame could be decoded")
-        rest = window.remaining()
-        if rest:
-            LOGGER.warning("%s: decoded %d frames, the header said %d; the last %d keyframes use the last frame",
-                           info.path, window.decoded, info.num_frames, len(rest))
-        pending += [self._prepare(info, plans[j], j, window, boxes_for) for j in rest]
-        for start in range(0, len(pending), self.batch_size):
-            done.update(self._run(pending[start:start + self.batch_size]))
-        while next_out in done:
-            yield done.pop(next_out)
-            next_out += 1
+        from stad.engine.streaming import StreamEngine
+
+        engine = StreamEngine(self, info.video_id, boxes_for, float(info.fps), name=str(info.path))
+        yield from engine.run(iter_video_frames(info.path), plans, finite=True, on_frame=on_frame)
 
     def __call__(self, info: VideoInfo, boxes_for: BoxSource, **plan_kwargs: Any) -> list[KeyframePrediction]:
         """All keyframes of the video (``plan_kwargs``: `plan`'s), in time order."""
         return list(self.stream(info, self.plan(info, **plan_kwargs), boxes_for))
-
-    def _prepare(self, info: VideoInfo, plan: KeyframePlan, j: int, window: _FrameWindow,
-                 boxes_for: BoxSource) -> tuple[int, str, KeyframePlan, Boxes, ClipSample | MultiViewSample | None]:
-        """Plan ``j``'s boxes and sample (None without boxes), its frames released from the window."""
-        frames, keyframe = window.take(j)
-        boxes = boxes_for(plan, keyframe)
-        sample = self.sample(frames, (info.video_id, plan.timestamp), boxes) if len(boxes) else None
-        return j, info.video_id, plan, boxes, sample
-
-    def _run(self, prepared: Sequence[tuple]) -> dict[int, KeyframePrediction]:
-        """Score the prepared keyframes that have boxes in one batch; keyframes without boxes get no rows."""
-        out = {j: KeyframePrediction(video, plan, boxes, np.zeros((0, self.num_classes), np.float32))
-               for j, video, plan, boxes, sample in prepared if sample is None}
-        with_boxes = [p for p in prepared if p[4] is not None]
-        if with_boxes:
-            scored = self.score([p[4] for p in with_boxes])
-            rows = np.cumsum([0, *scored.counts])
-            for (j, video, plan, boxes, _), kept, a, b in zip(with_boxes, scored.kept, rows[:-1], rows[1:]):
-                out[j] = KeyframePrediction(video, plan, boxes[np.flatnonzero(kept)], scored.scores[a:b])
-        return out
