@@ -20,7 +20,9 @@ path ``main.py`` evaluation scores with: the video is decoded once, at its own f
 ``--boxes``, read by `stad.data.formats.ava.read_person_boxes_csv`), each keyframe's clip is sampled
 in *time* at the frame rate the model was trained at (the preset's, or ``--model-fps``), so a 25, 30
 or 60 fps video gives the model the same temporal extent, and keyframes are scored ``--batch-size``
-at a time. The annotated video is drawn and encoded during the same decoding pass.
+at a time. The annotated video is drawn and encoded during the same decoding pass. The pass is the
+file case of the stream core (`stad.engine.streaming`, offline mode: no keyframe is dropped) that
+``python -m stad.stream`` runs on live sources; the log ends with its per-stage times.
 
 The person detector's image size and threshold come from its weights (sidecar ``<stem>.yaml``: ``imgsz``, ``demo_conf``; ultralytics'
 ``train_args``) unless given. Outputs: the annotated video (same size, frame rate and frame count
@@ -98,7 +100,8 @@ def read_boxes(path: str | Path, video_id: str) -> dict[int, Boxes]:
     return {t: boxes for (_, t), boxes in found.items()}
 
 
-def _model_paths(args: argparse.Namespace) -> tuple[Path | None, Path]:
+def model_paths(args: argparse.Namespace) -> tuple[Path | None, Path]:
+    """(config or None, weights) of the model flags; the `make demo` model when neither is given."""
     if args.weights:
         return (Path(args.config) if args.config else None), Path(args.weights)
     if args.config:
@@ -110,7 +113,7 @@ def _model_paths(args: argparse.Namespace) -> tuple[Path | None, Path]:
     return None, DEFAULT_CHECKPOINT
 
 
-def _box_finder(args: argparse.Namespace, video_id: str) -> tuple[Callable, list[int] | None, bool]:
+def box_finder(args: argparse.Namespace, video_id: str) -> tuple[Callable, list[int] | None, bool]:
     """(boxes_for(plan, keyframe_bgr), the keyframe timestamps of --boxes or None, whether to track ids:
     detector boxes are tracked; for --boxes `run` decides from the planned keyframes)."""
     if args.boxes:
@@ -134,6 +137,22 @@ def _box_finder(args: argparse.Namespace, video_id: str) -> tuple[Callable, list
                               runtime_threads=args.threads or os.cpu_count() or 1)
     LOGGER.info("%s", detector)
     return (lambda plan, frame: detector.detect([frame])[0]), None, True
+
+
+def load_model(args: argparse.Namespace):
+    """The `Predictor` of the model flags (`add_model_arguments`); logs how clips are sampled."""
+    config, checkpoint = model_paths(args)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    predictor = load_predictor(checkpoint, config, args.device, args.batch_size, args.action_runtime,
+                               args.threads or None)
+    from stad.engine.inference import DEFAULT_MODEL_FPS
+
+    fps = predictor.preprocessing.fps
+    LOGGER.info("clips sampled at %g fps (%s)", args.model_fps or fps or DEFAULT_MODEL_FPS, "--model-fps" if args.model_fps else
+                "the preset's frame rate" if fps else "the preset does not say: default")
+    return predictor
 
 
 # --------------------------------------------------------------------------- outputs
@@ -164,22 +183,14 @@ def write_csv_labelmap(csv_path: str | Path, labelmap: LabelMap) -> Path:
 # --------------------------------------------------------------------------- CLI
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m stad.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", required=True, help="input video file (any container/codec FFmpeg reads)")
-    parser.add_argument("--out", required=True, help="annotated MP4 to write")
-    parser.add_argument("--csv", help="also write AVA-style predictions (video id = file stem)")
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The action model, person detector and keyframe flags (shared by ``stad.demo`` and ``stad.stream``)."""
     parser.add_argument("--weights", "--checkpoint", dest="weights",
                         help="action model weights: an ACAR-Net model-zoo file (preset inferred from its keys) or a "
                              f"main.py checkpoint (preset stored in it); default: {DEFAULT_CHECKPOINT} (make demo)")
     parser.add_argument("--config", help="build the model and preprocessing from this config instead of the weights' "
                                          "preset (needs --weights; the two must agree)")
     parser.add_argument("--detector", default=str(DEFAULT_DETECTOR), help="ultralytics person detector .pt")
-    parser.add_argument("--boxes", help="AVA-style CSV of person boxes (GT or proposals) to use instead of the "
-                                         "detector; its timestamps of this video become the keyframes")
-    parser.add_argument("--video-start", type=float, default=0.0,
-                        help="timestamp (s) of the file's first frame, for --boxes (AVA clips cut at 900 s: 900)")
     parser.add_argument("--every", type=int, default=1, help="seconds between keyframes (default 1, as AVA)")
     parser.add_argument("--model-fps", type=float,
                         help="frame rate the model was trained at (default: the preset's, e.g. AVA 30, Chaotic World "
@@ -193,10 +204,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                                   f"sidecar, else {DETECTOR_DEFAULTS['iou']})")
     parser.add_argument("--imgsz", type=int, help="detector image size (default: the detector's sidecar, else the size "
                                                   f"it was trained at, else {DETECTOR_DEFAULTS['imgsz']})")
-    parser.add_argument("--top-k", type=int, default=3, help="actions printed per person")
-    parser.add_argument("--threshold", type=float, default=0.3, help="min score of printed actions (best always shown)")
-    parser.add_argument("--snapshot", help="also save the annotated keyframe showing the most actions as PNG")
-    parser.add_argument("--snapshot-scale", type=float, default=1.0, help="enlarge the snapshot (small videos)")
     parser.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES),
                         help="detector network runtime, as `detect.proposals --runtime` (auto: openvino, else onnx, "
                              "on a CPU when installed; torch otherwise)")
@@ -207,7 +214,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "(the choice is cached: measured once per host)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, out_required: bool = True) -> None:
+    """The annotated video, prediction CSV and label flags (shared by ``stad.demo`` and ``stad.stream``)."""
+    parser.add_argument("--out", required=out_required, help="annotated MP4 to write")
+    parser.add_argument("--csv", help="also write AVA-style predictions (video_id,t,x1,y1,x2,y2,action_id,score)")
+    parser.add_argument("--top-k", type=int, default=3, help="actions printed per person")
+    parser.add_argument("--threshold", type=float, default=0.3, help="min score of printed actions (best always shown)")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m stad.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", required=True, help="input video file (any container/codec FFmpeg reads)")
+    add_output_arguments(parser)
+    add_model_arguments(parser)
+    parser.add_argument("--boxes", help="AVA-style CSV of person boxes (GT or proposals) to use instead of the "
+                                         "detector; its timestamps of this video become the keyframes")
+    parser.add_argument("--video-start", type=float, default=0.0,
+                        help="timestamp (s) of the file's first frame, for --boxes (AVA clips cut at 900 s: 900)")
+    parser.add_argument("--snapshot", help="also save the annotated keyframe showing the most actions as PNG")
+    parser.add_argument("--snapshot-scale", type=float, default=1.0, help="enlarge the snapshot (small videos)")
     return parser.parse_args(argv)
 
 
@@ -220,16 +249,28 @@ def _probe(path: str | Path):
         raise DemoError(str(error)) from None
 
 
+def overlay_for(result, tracker, names: Sequence[str], args: argparse.Namespace) -> tuple:
+    """(the prediction with person ids from ``tracker`` if any, its `Overlay`: top actions per box)."""
+    if tracker is not None:
+        result = replace(result, boxes=tracker.update(result.boxes))
+    return result, Overlay(result.plan.time, result.boxes, top_actions(result.scores, names, args.top_k,
+                                                                       args.threshold))
+
+
 def _predict_and_draw(args: argparse.Namespace, predictor, info, plans, boxes_for: Callable, track: bool) -> tuple:
-    """One decoding pass: keyframes scored by the predictor, every frame drawn and encoded; returns
-    (predictions with person ids, frames written)."""
+    """One decoding pass through the stream core (`stad.engine.streaming`, offline: every keyframe scored):
+    keyframes scored by the predictor, every frame drawn and encoded; returns (predictions with person ids,
+    frames written, the engine: per-stage times and counts)."""
     from tqdm import tqdm
 
     from stad.apps.tracking import IouTracker
-    from stad.data.video import FrameReadError
+    from stad.data.video import FrameReadError, iter_video_frames
     from stad.engine.inference import InferenceError
+    from stad.engine.streaming import StreamEngine
 
     tracker, names, results = (IouTracker() if track else None), predictor.labelmap.names, []
+    engine = StreamEngine(predictor, info.video_id, boxes_for, float(info.fps), model_fps=args.model_fps,
+                          name=str(info.path))
     annotator = StreamingAnnotator(args.out, info.width, info.height, info.fps, info.video_id, args.every,
                                    args.snapshot, args.snapshot_scale)
     with tqdm(total=info.num_frames, desc="detect + classify + draw", unit="frame", disable=args.no_progress,
@@ -239,48 +280,40 @@ def _predict_and_draw(args: argparse.Namespace, predictor, info, plans, boxes_fo
             bar.update(1)
 
         try:
-            for result in predictor.stream(info, plans, boxes_for, on_frame):
-                if tracker is not None:
-                    result = replace(result, boxes=tracker.update(result.boxes))
+            for result in engine.run(iter_video_frames(info.path), plans, finite=True, on_frame=on_frame):
+                result, overlay = overlay_for(result, tracker, names, args)
                 results.append(result)
-                annotator.add_overlay(Overlay(result.plan.time, result.boxes,
-                                              top_actions(result.scores, names, args.top_k, args.threshold)))
+                with engine.times.time("draw"):
+                    annotator.add_overlay(overlay)
         except (FrameReadError, InferenceError) as error:
             annotator.abort()
             raise DemoError(str(error)) from None
         except BaseException:
             annotator.abort()
             raise
-    return results, annotator.close()
+    with engine.times.time("draw"):
+        written = annotator.close()
+    return results, written, engine
 
 
 def run(args: argparse.Namespace) -> dict:
     """The whole demo; returns a summary (paths, counts; ``predictions``: the `KeyframePrediction`s)."""
     info = _probe(args.video)
     LOGGER.info("%s: %d frames, %.3f fps, %dx%d", info.path, info.num_frames, float(info.fps), info.width, info.height)
-    config, checkpoint = _model_paths(args)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-    predictor = load_predictor(checkpoint, config, args.device, args.batch_size, args.action_runtime,
-                               args.threads or None)
-    from stad.engine.inference import DEFAULT_MODEL_FPS
-
-    fps = predictor.preprocessing.fps
-    LOGGER.info("clips sampled at %g fps (%s)", args.model_fps or fps or DEFAULT_MODEL_FPS, "--model-fps" if args.model_fps else
-                "the preset's frame rate" if fps else "the preset does not say: default")
-    boxes_for, timestamps, track = _box_finder(args, info.video_id)
+    predictor = load_model(args)
+    boxes_for, timestamps, track = box_finder(args, info.video_id)
     plans = predictor.plan(info, args.every, timestamps, args.video_start if args.boxes else 0.0, args.model_fps)
     if not plans:
         raise DemoError(f"{info.path}: no keyframe inside the video")
     if timestamps is not None:  # --boxes: person ids from the file unless some planned box has none
         track = any((boxes_for(plan, None).ids < 0).any() for plan in plans)
-    results, written = _predict_and_draw(args, predictor, info, plans, boxes_for, track)
+    results, written, engine = _predict_and_draw(args, predictor, info, plans, boxes_for, track)
+    LOGGER.info("%s", engine.progress())
     summary = {"video": str(info.path), "frames": info.num_frames, "fps": float(info.fps),
                "size": [info.width, info.height], "keyframes": len(results),
                "boxes": int(sum(len(r.boxes) for r in results)), "out": str(args.out), "frames_written": written,
-               "action_runtime": predictor.runtime,
-               "predictions": results}
+               "action_runtime": predictor.runtime, "stages": engine.times.summary(),
+               "stream": engine.stats.to_dict(), "predictions": results}
     if args.csv:
         summary["csv_rows"] = write_csv(args.csv, results, predictor.labelmap)
         summary["csv"] = str(args.csv)
@@ -307,6 +340,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"predictions: {summary['csv']} ({summary['csv_rows']} rows; class ids: {summary['labelmap']})")
     if "snapshot" in summary:
         print(f"snapshot: {summary['snapshot']}")
+    print("mean ms per call: " + ", ".join(f"{k} {v['mean_ms']:.1f}" for k, v in summary["stages"].items()))
     return 0
 
 

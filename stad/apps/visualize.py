@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -252,13 +252,20 @@ class StreamingAnnotator:
 
     ``snapshot``: also save, as PNG, the annotated keyframe showing the most actions, then the most
     persons (the first of equals), drawn on the frame enlarged ``snapshot_scale`` times.
+
+    ``out``: an MP4 path, or any sink with ``write(frame_bgr)``, ``close()`` and ``abort()`` (a window).
+    ``max_pending``: at most this many frames wait for their keyframe (a live stream whose model lags or
+    drops keyframes): older ones are drawn with the overlays known so far. None: no limit (a file).
+    Overlays no later frame can use are forgotten, so memory does not grow with the stream's length.
     """
 
-    def __init__(self, out: str | Path, width: int, height: int, fps: Fraction, video_id: str, every: float = 1.0,
-                 snapshot: str | Path | None = None, snapshot_scale: float = 1.0) -> None:
+    def __init__(self, out: str | Path | Any, width: int, height: int, fps: Fraction, video_id: str,
+                 every: float = 1.0, snapshot: str | Path | None = None, snapshot_scale: float = 1.0,
+                 max_pending: int | None = None) -> None:
         from collections import deque
 
-        self.writer = Mp4Writer(out, width, height, fps)
+        self.writer = Mp4Writer(out, width, height, fps) if isinstance(out, (str, Path)) else out
+        self.max_pending = max_pending
         self.fps, self.video_id, self.max_gap = float(fps), video_id, 1.5 * every
         self.snapshot, self.snapshot_scale = snapshot, snapshot_scale
         self.frames: deque[tuple[int, np.ndarray]] = deque()
@@ -270,6 +277,8 @@ class StreamingAnnotator:
         """Decoded frame ``index`` (0-based, BGR ``[H, W, 3]``; not modified)."""
         self.frames.append((index, frame_bgr))
         self._flush(final=False)
+        while self.max_pending is not None and len(self.frames) > self.max_pending:
+            self._draw_next()
 
     def add_overlay(self, overlay: Overlay) -> None:
         """The next keyframe's overlay (times increasing)."""
@@ -301,11 +310,18 @@ class StreamingAnnotator:
             time = index / self.fps
             if not final and (known is None or known < time):
                 return
-            self.frames.popleft()
-            overlay = overlay_at(self.overlays, time, max_gap=self.max_gap)
-            self.writer.write(draw_overlay(frame, overlay, header=f"{self.video_id}  {time:5.1f}s"))
-            if self.best is not None and index == int(round(self.best.time * self.fps)):
-                self.snap = (index, frame, overlay, time)
+            self._draw_next()
+
+    def _draw_next(self) -> None:
+        """Draw and write the oldest waiting frame; forget the overlays no later frame needs."""
+        index, frame = self.frames.popleft()
+        time = index / self.fps
+        overlay = overlay_at(self.overlays, time, max_gap=self.max_gap)
+        self.writer.write(draw_overlay(frame, overlay, header=f"{self.video_id}  {time:5.1f}s"))
+        if self.best is not None and index == int(round(self.best.time * self.fps)):
+            self.snap = (index, frame, overlay, time)
+        while len(self.overlays) >= 2 and self.overlays[1].time <= time:  # overlay_at never reaches back past it
+            self.overlays.pop(0)
 
 
 def _richness(overlay: Overlay) -> tuple[int, int]:
