@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # the applications (stad/apps/: demo, pipeline, report, video visualiser, demo tracker) and the CLI aliases
 # that keep their old names (`python -m stad.demo` etc.: modules that only call the app's main)
-APPLICATIONS = ("stad.apps", "stad.demo", "stad.demo_pipeline", "stad.report_demo", "stad.export", "tools")
+APPLICATIONS = ("stad.apps", "stad.demo", "stad.demo_pipeline", "stad.report_demo", "stad.export", "stad.stream",
+                "tools")
 STAD_LIBRARY = ("stad.data", "stad.models", "stad.engine", "stad.evaluation", "stad.config", "stad.structures",
                 "stad.io_utils")
 LIBRARY = STAD_LIBRARY + ("detect",)
@@ -119,6 +120,6 @@ def test_the_evaluator_never_reaches_torch(entry):
 
 @pytest.mark.parametrize("alias, app", [("stad.demo", "stad.apps.demo"), ("stad.demo_pipeline", "stad.apps.demo_pipeline"),
                                         ("stad.report_demo", "stad.apps.report_demo"),
-                                        ("stad.export", "stad.apps.export")])
+                                        ("stad.export", "stad.apps.export"), ("stad.stream", "stad.apps.stream")])
 def test_cli_aliases_only_call_the_app(alias, app):
     assert imports_of(alias) == frozenset({"sys", app, f"{app}.main"})

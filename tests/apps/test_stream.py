@@ -1,0 +1,255 @@
+"""`python -m stad.stream`: file / pipe sources, clean ends (end, stall, truncated frame), back-pressure drops.
+
+A tiny model (tests/e2e/demo_testutils.tiny_model: 64 px, 4-frame clips) and the shipped toy person detector
+on toy-actor frames rendered by stad.data.toy (persons the detector finds, so keyframes have rows).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stad.data.stream_source import SourceFailure, StreamSourceError, open_source, parse_size
+from stad.engine.inference import Predictor, plan_keyframes
+from stad.engine.streaming import ClipRing, KeyframeScheduler, StreamEngine, clip_span_frames, live_plans
+from stad.structures import Boxes
+from tests.e2e.demo_testutils import ROOT, probe, tiny_model
+
+DETECTOR = ROOT / "checkpoints" / "toy_person_yolov8n.pt"
+FPS, SIZE = 25, (320, 240)
+pytestmark = pytest.mark.skipif(not DETECTOR.is_file(), reason="checkpoints/toy_person_yolov8n.pt not present")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    """Tiny model, 3 s of toy-actor frames (BGR [75, 240, 320, 3]) and the same frames as an MP4."""
+    from stad.apps.visualize import Mp4Writer
+    from stad.data.toy.render import background, render_frame
+    from stad.data.toy.script import plan_split
+
+    tmp = tmp_path_factory.mktemp("stream")
+    config, weights = tiny_model(tmp)
+    script = plan_split("toy_stream", 1, 0, 0)[0]
+    world = background(script)
+    frames = np.stack([render_frame(script, world, i / FPS) for i in range(3 * FPS)])
+    video = tmp / "toy.mp4"
+    with Mp4Writer(video, SIZE[0], SIZE[1], FPS) as writer:
+        for frame in frames:
+            writer.write(frame)
+    model = ["--config", str(config), "--weights", str(weights), "--detector", str(DETECTOR), "--runtime", "torch"]
+    return {"tmp": tmp, "frames": frames, "video": video, "model": model, "config": config, "weights": weights}
+
+
+def _stream(args: list[str], out: Path) -> subprocess.Popen:
+    """``python -m stad.stream ARGS`` reading a pipe; stdout / stderr go to ``out``/stdout.txt, stderr.txt."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "YOLO_OFFLINE": "1"}
+    with (out / "stdout.txt").open("wb") as stdout, (out / "stderr.txt").open("wb") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "stad.stream", *args], cwd=out, env=env, stdin=subprocess.PIPE,
+                                stdout=stdout, stderr=stderr)
+
+
+def _feed(process: subprocess.Popen, data: bytes, close: bool) -> None:
+    """Write ``data`` to the process's stdin (then close it, or keep it open: a stalled source)."""
+    process.stdin.write(data)
+    process.stdin.flush()
+    if close:
+        process.stdin.close()
+
+
+def _rows(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.open()))
+
+
+def _pipe_args(setup: dict, out: Path, *extra: str) -> list[str]:
+    return ["--source", "-", "--size", "320x240", "--fps", str(FPS), *setup["model"], "--csv", str(out / "rows.csv"),
+            "--summary", str(out / "summary.json"), *extra]
+
+
+# --------------------------------------------------------------------------- the core
+
+
+def test_live_plans_equal_the_file_plans_and_the_ring_capacity_bounds_every_clip(tmp_path):
+    from fractions import Fraction
+
+    from stad.data.video import VideoInfo
+
+    for fps, model_fps, clip_len, stride in ((25, 30.0, 4, 4), (30, 30.0, 32, 2), (60, 25.0, 8, 8), (7, 30.0, 16, 1)):
+        info = VideoInfo(tmp_path / "v.mp4", fps * 600, Fraction(fps), 64, 48)
+        file_plans = plan_keyframes(info, clip_len, stride, model_fps)
+        stream = live_plans(clip_len, stride, model_fps, fps)
+        for a in file_plans[:-3]:  # the file's last clips are clamped at its end, a stream's are not
+            b = next(stream)
+            assert (a.timestamp, a.frame) == (b.timestamp, b.frame) and np.array_equal(a.clip, b.clip)
+        capacity = clip_span_frames(clip_len, stride, model_fps, fps)
+        assert max(p.last_frame - int(p.clip.min()) + 1 for p in file_plans) <= capacity
+
+
+def test_ring_holds_only_used_frames_of_the_clip_span():
+    plans = live_plans(4, 4, 30.0, 25)
+    ring = ClipRing(clip_span_frames(4, 4, 30.0, 25))
+    scheduler = KeyframeScheduler(plans, ring, finite=False)
+    taken = []
+    for index in range(100):
+        scheduler.advance(index)
+        ring.push(index, np.full((2, 2, 3), index, np.uint8))
+        for _, plan in scheduler.ready(index):
+            frames, keyframe = ring.take(plan)
+            taken.append((plan.timestamp, [int(f[0, 0, 0]) for f in frames], int(keyframe[0, 0, 0])))
+        assert len(ring) <= ring.capacity
+    assert [t for t, _, _ in taken] == [0, 1, 2, 3]
+    assert taken[1] == (1, [18, 22, 25, 28], 25)  # 4 frames 4 apart at 30 fps around 1 s, in 25 fps frames
+    assert ring.peak == 4  # strided clips: only the 4 used frames are kept
+    assert len(ring) == 2  # frames 93 and 97 of the keyframe at 4 s (frame 100)
+    assert [plan.timestamp for _, plan in scheduler.finish()] == []  # ... which the stream never reached
+    assert len(ring) == 0
+
+
+def test_raw_stdin_reader_rgb_bgr_truncation_and_stall(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (3, 4, 6, 3), dtype=np.uint8)
+    raw = tmp_path / "raw.rgb"
+    raw.write_bytes(np.ascontiguousarray(frames[..., ::-1]).tobytes() + b"\x01" * 10)
+    with raw.open("rb") as handle:
+        source = open_source("-", size=(6, 4), fps=5, pixel_format="rgb24", stdin=handle)
+        got = []
+        with pytest.raises(SourceFailure, match=r"stdin: truncated frame: 10 of 72 bytes .* after 3 frames"):
+            for frame in source.frames:
+                got.append(frame)
+    assert np.array_equal(np.stack(got), frames)  # rgb24 in, BGR out
+    read, write = os.pipe()
+    os.write(write, frames[0].tobytes())
+    with os.fdopen(read, "rb", buffering=0) as handle:
+        source = open_source("-", size=(6, 4), fps=5, stdin=handle, stall_timeout=0.2)
+        assert np.array_equal(next(source.frames), frames[0])
+        start = time.perf_counter()
+        with pytest.raises(SourceFailure, match=r"stalled: no data for 0.2 s .* after 1 frames") as error:
+            next(source.frames)
+        assert error.value.reason == "stalled" and time.perf_counter() - start < 2
+    os.close(write)
+    with pytest.raises(StreamSourceError, match="need --size WxH and --fps"):
+        open_source("-")
+    with pytest.raises(StreamSourceError, match="expected WIDTHxHEIGHT"):
+        parse_size("320by240")
+    with pytest.raises(StreamSourceError, match="nope.mp4: no such file"):
+        open_source(str(tmp_path / "nope.mp4"))
+
+
+class _SlowPredictor:
+    """A predictor whose action stage takes ``delay`` s more (the back-pressure tests)."""
+
+    def __init__(self, predictor: Predictor, delay: float) -> None:
+        self.inner, self.delay = predictor, delay
+        self.preprocessing, self.batch_size, self.num_classes = predictor.preprocessing, 1, predictor.num_classes
+
+    def sample(self, *args):
+        return self.inner.sample(*args)
+
+    def score(self, samples):
+        time.sleep(self.delay)
+        return self.inner.score(samples)
+
+
+def _run_engine(predictor, live: bool, frames: np.ndarray, fps: float = 100.0) -> tuple[StreamEngine, list]:
+    from stad.engine.streaming import paced
+
+    boxes = Boxes(np.array([[0.1, 0.2, 0.4, 0.9]], np.float32))
+    engine = StreamEngine(predictor, "slow", lambda plan, frame: boxes, FPS, live=live)
+    out = list(engine.run(paced(frames, fps), engine.plans_for(1), finite=False))
+    return engine, out
+
+
+def test_back_pressure_drops_keyframes_and_bounds_the_ring(setup):
+    """Keyframes every 0.25 s of wall time (frames at 100 per s, 25 fps stream), an action stage of 0.4 s:
+    live mode scores what it can, drops (and counts) the rest, never queues; offline mode drops nothing."""
+    predictor = _SlowPredictor(Predictor.from_weights(setup["weights"], setup["config"]), delay=0.4)
+    frames = np.repeat(setup["frames"][:75], 4, axis=0)[:10 * FPS]  # 10 s of stream
+    engine, out = _run_engine(predictor, True, frames)
+    stats = engine.stats
+    assert stats.keyframes_planned == 10
+    assert stats.keyframes_dropped >= 3 and stats.keyframes_done + stats.keyframes_dropped == 10
+    assert len(out) == stats.keyframes_done and [p.plan.timestamp for p in out] == sorted(p.plan.timestamp for p in out)
+    assert stats.ring_peak <= stats.ring_capacity and len(engine.ring) == 0
+    assert engine.times.calls["action"] == stats.keyframes_done
+    engine, out = _run_engine(predictor, False, frames[:4 * FPS], fps=1000.0)
+    assert engine.stats.keyframes_dropped == 0 and [p.plan.timestamp for p in out] == [0, 1, 2, 3]
+    assert engine.stats.ring_peak <= engine.stats.ring_capacity
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_file_stream_gives_the_demo_rows(setup, tmp_path):
+    """A file through stad.stream (offline) and through stad.demo: the same CSV, byte for byte."""
+    from stad.apps import demo, stream
+
+    common = ["--no-progress", *setup["model"]]
+    assert stream.main(["--source", str(setup["video"]), "--csv", str(tmp_path / "s.csv"), "--out",
+                        str(tmp_path / "s.mp4"), "--jsonl", str(tmp_path / "s.jsonl"), *common]) == 0
+    assert demo.main(["--video", str(setup["video"]), "--csv", str(tmp_path / "d.csv"), "--out",
+                      str(tmp_path / "d.mp4"), *common]) == 0
+    assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "d.csv").read_bytes()
+    rows = _rows(tmp_path / "s.csv")
+    assert len(rows) > 0 and {r[1] for r in rows} == {"0000", "0001", "0002"}
+    keyframes = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert [k["t"] for k in keyframes] == [0, 1, 2]
+    assert sum(len(k["persons"]) for k in keyframes) * 11 == len(rows)
+    assert probe(tmp_path / "s.mp4") == (75, 320, 240, 25.0)
+
+
+def test_pipe_stream_ends_cleanly_and_stall_and_truncation_keep_the_rows(setup, tmp_path):
+    """Raw frames on stdin: to the end (exit 0); stalled after 2 s of frames and truncated after 2 s of frames
+    (exit 3, one line naming stdin): the rows of the keyframes done before are there, equal to the full run's."""
+    frames = setup["frames"]
+    runs = {name: tmp_path / name for name in ("full", "stall", "cut")}
+    for out in runs.values():
+        out.mkdir()
+    full = _stream(_pipe_args(setup, runs["full"], "--out", str(runs["full"] / "a.mp4")), runs["full"])
+    stall = _stream(_pipe_args(setup, runs["stall"], "--stall-timeout", "1.5", "--pixel-format", "rgb24"), runs["stall"])
+    cut = _stream(_pipe_args(setup, runs["cut"]), runs["cut"])
+    feeds = ((full, frames.tobytes(), True), (stall, np.ascontiguousarray(frames[:50, ..., ::-1]).tobytes(), False),
+             (cut, frames[:50].tobytes() + b"\x00" * 1000, True))
+    writers = [threading.Thread(target=_feed, args=feed) for feed in feeds]  # all at once: no start waits for
+    for writer in writers:                                                   # another's input
+        writer.start()
+    results = {}
+    for name, process in (("full", full), ("cut", cut), ("stall", stall)):
+        process.wait(timeout=240)
+        results[name] = (process.returncode, (runs[name] / "stderr.txt").read_text())
+    assert results["full"][0] == 0, results["full"][1]
+    summary = json.loads((runs["full"] / "summary.json").read_text())
+    assert summary["frames"] == 75 and summary["keyframes_done"] == 3 and summary["keyframes_dropped"] == 0
+    assert summary["ring_peak_frames"] <= summary["ring_capacity_frames"] and summary["ended"] == "end of stream"
+    assert set(summary["stages"]) == {"decode", "detect", "clip", "action", "draw"}
+    assert probe(runs["full"] / "a.mp4")[:3] == (75, 320, 240)
+    full_rows = _rows(runs["full"] / "rows.csv")
+    before = [r for r in full_rows if r[1] in ("0000", "0001")]
+    assert before and len(before) < len(full_rows)
+    for name, message in (("stall", "error: stdin: stalled: no data for 1.5 s (--stall-timeout) after 50 frames"),
+                          ("cut", "error: stdin: truncated frame: 1000 of 230400 bytes (320x240 bgr24) after 50 frames")):
+        code, stderr = results[name]
+        assert code == 3 and stderr.strip().splitlines()[-1] == message and "Traceback" not in stderr
+        assert _rows(runs[name] / "rows.csv") == before  # nothing produced before the failure is lost
+        assert json.loads((runs[name] / "summary.json").read_text())["frames"] == 50
+    stall.stdin.close()
+    for writer in writers:
+        writer.join()
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    from stad.apps import stream
+
+    for args, message in ((["--source", "-"], "error: --source -: raw frames on stdin need --size WxH and --fps F"),
+                          (["--source", str(tmp_path / "no.mp4")], f"error: {tmp_path / 'no.mp4'}: no such file"),
+                          (["--source", "-", "--size", "3x", "--fps", "5"], "error: --size '3x': expected WIDTHxHEIGHT"),
+                          (["--source", "-", "--size", "8x8", "--fps", "5", "--every", "0"],
+                           "error: --every 0: must be positive")):
+        assert stream.main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith(message) and not any("Traceback" in line for line in err), err
