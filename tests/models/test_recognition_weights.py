@@ -90,9 +90,9 @@ def test_missing_keys_are_listed_with_the_file(tmp_path):
         load_recognition_weights(model, path)
     message = str(err.value)
     assert str(path) in message and "videoswin" in message
-    assert "blocks.6.attn.qkv.weight" in message and "extra.weight" in message
+    assert "backbone.blocks.6.attn.qkv.weight" in message and "backbone.extra.weight" in message
     report = load_recognition_weights(model, path, strict=False)
-    assert report.missing == ["blocks.6.attn.qkv.weight"] and report.unexpected == ["extra.weight"]
+    assert report.missing == ["backbone.blocks.6.attn.qkv.weight"] and report.unexpected == ["backbone.extra.weight"]
 
 
 def test_wrong_size_and_wrong_backbone_are_rejected():

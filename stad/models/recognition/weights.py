@@ -47,7 +47,9 @@ _SWIN_MLP = {"mlp.fc1.": "mlp.0.", "mlp.fc2.": "mlp.3."}
 @dataclass
 class LoadReport:
     """What :func:`load_recognition_weights` did: the layout it detected, the head group it filled
-    (None: none), the checkpoint classifier keys it left out, and the non-strict leftovers."""
+    (None: none), the checkpoint classifier keys it left out, and the non-strict leftovers (``missing``:
+    model keys left at their init, ``unexpected``: checkpoint keys after renaming, both in the model's
+    names, e.g. ``backbone.blocks.3.attn.qkv.weight`` for a recognizer)."""
 
     layout: str
     head_group: str | None = None
@@ -177,14 +179,16 @@ def _classifier_group(classifier: StateDict, head: nn.Module | None) -> str | No
     return fits[0] if len(fits) == 1 else None
 
 
-def _check_fit(target: nn.Module, sd: StateDict, origin: str, layout: str, strict: bool) -> tuple[list, list]:
+def _check_fit(target: nn.Module, sd: StateDict, origin: str, layout: str, strict: bool,
+               prefix: str = "") -> tuple[list, list]:
     """Raise :class:`CheckpointLayoutError` on shape mismatches, and (strict) on missing or unexpected
-    keys; returns (missing, unexpected). A missing Swin ``relative_position_index`` (a constant) is fine."""
+    keys; returns (missing, unexpected), named ``prefix + key`` (the recognizer's names when ``target`` is
+    its backbone). A missing Swin ``relative_position_index`` (a constant) is fine."""
     own = target.state_dict()
-    mismatched = [f"{k} {tuple(v.shape)} vs ours {tuple(own[k].shape)}" for k, v in sd.items()
+    mismatched = [f"{prefix}{k} {tuple(v.shape)} vs ours {tuple(own[k].shape)}" for k, v in sd.items()
                   if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    missing = [k for k in own if k not in sd and not k.endswith("relative_position_index")]
-    unexpected = [k for k in sd if k not in own]
+    missing = [prefix + k for k in own if k not in sd and not k.endswith("relative_position_index")]
+    unexpected = [prefix + k for k in sd if k not in own]
     what = f"{origin}: {layout} checkpoint into {type(target).__name__}"
     if mismatched:
         raise CheckpointLayoutError(f"{what}: {len(mismatched)} shape mismatches: {mismatched[:8]}")
@@ -216,7 +220,7 @@ def load_recognition_weights(model: nn.Module, source: str | os.PathLike | Mappi
         target.load_state_dict(sd, strict=False)
         return LoadReport(layout, missing=missing, unexpected=unexpected)
     body, classifier = _backbone_and_classifier(sd, layout, backbone)
-    missing, unexpected = _check_fit(backbone, body, origin, layout, strict)
+    missing, unexpected = _check_fit(backbone, body, origin, layout, strict, "backbone." if head is not None else "")
     backbone.load_state_dict(body, strict=False)
     group = _classifier_group(classifier, head)
     if group is not None:
