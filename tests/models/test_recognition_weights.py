@@ -102,7 +102,7 @@ def test_wrong_size_and_wrong_backbone_are_rejected():
         resnet = build_recognizer("r2plus1d_18", label_groups={"action": 400})
     with pytest.raises(CheckpointLayoutError, match="shape mismatches"):
         load_recognition_weights(tiny, checkpoint)
-    with pytest.raises(CheckpointLayoutError, match="needs a swin3d backbone"):
+    with pytest.raises(CheckpointLayoutError, match="only Video Swin backbones"):
         load_recognition_weights(resnet, checkpoint)
 
 

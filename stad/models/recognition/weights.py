@@ -117,8 +117,9 @@ def _backbone_and_classifier(sd: StateDict, layout: str, backbone: nn.Module) ->
     """(backbone state dict in our naming, classifier {'weight', 'bias'} or {})."""
     if layout in ("videoswin", "mmaction2"):
         if not isinstance(backbone, Swin3D):
-            raise CheckpointLayoutError(f"a {layout} Video Swin checkpoint needs a swin3d backbone, "
-                                        f"not {type(backbone).__name__}")
+            raise CheckpointLayoutError(f"an MMAction2-style recognizer checkpoint ({layout}: backbone.* / "
+                                        "cls_head.*): only Video Swin backbones are mapped from it (swin3d_*), "
+                                        f"the model has a {type(backbone).__name__}")
         head = {k[len("cls_head.fc_cls."):]: v for k, v in sd.items() if k.startswith("cls_head.fc_cls.")}
         body = {k: v for k, v in strip_prefix(sd, "backbone.").items()
                 if not k.startswith(("cls_head.", "data_preprocessor."))}
