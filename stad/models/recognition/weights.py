@@ -80,7 +80,7 @@ def _split(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
 
 
 def detect_layout(state_dict: Mapping[str, torch.Tensor], backbone: nn.Module) -> str:
-    """'ours', 'videoswin', 'mmaction2', 'torchvision', 'videomae' or 'acar' (see the module docstring)."""
+    """'ours', 'videoswin', 'mmaction2', 'swin2d', 'torchvision', 'videomae' or 'acar' (module docstring)."""
     keys = list(state_dict)
     if isinstance(backbone, SlowFast) and any(k.startswith("backbone.module.") for k in keys):
         return "acar"  # ACAR-Net's AVA model (DDP-wrapped backbone)
