@@ -57,21 +57,66 @@ def select_device(backend: str, local_rank: int) -> torch.device:
 
 
 def init_process_group(rank: int, world_size: int, local_rank: int, backend: str,
-                       timeout_s: float) -> DistContext:
-    """Join the job described by MASTER_ADDR/MASTER_PORT in the environment."""
+                       timeout_s: float, store: dist.Store | None = None) -> DistContext:
+    """Join the job described by MASTER_ADDR/MASTER_PORT in the environment (or through ``store``)."""
     device = select_device(backend, local_rank)
-    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if store is None:
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
+                                timeout=timeout)
+    else:
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, backend=backend,
                        device=device)
 
 
+def elastic_attempt_prefix(environ: dict[str, str] | None = None) -> str | None:
+    """The store namespace of this torchrun attempt, or None when ``env://`` is safe as it is.
+
+    torchrun (c10d rendezvous) shares its own TCPStore with the workers (``TORCHELASTIC_USE_AGENT_STORE``)
+    and keeps it across restarts, without a per-attempt prefix (pytorch/pytorch#135712). A restarted
+    group then reads the dead group's keys: gloo connects to a killed rank's old port ("Connection
+    refused"), nccl gets a stale unique id. On one node every worker of an attempt sees the same
+    ``TORCHELASTIC_RESTART_COUNT``, so it names the attempt. Across nodes the agents count restarts
+    separately, so there is no common name: `multinode_elastic_warning` says what to do instead.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "TORCHELASTIC_RESTART_COUNT" not in env:
+        return None
+    if int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])) != int(env["WORLD_SIZE"]):
+        return None
+    return f"stad/attempt_{int(env['TORCHELASTIC_RESTART_COUNT'])}/"
+
+
+def multinode_elastic_warning(environ: dict[str, str] | None = None) -> str | None:
+    """A warning for torchrun jobs over several nodes that may restart while sharing the agent's store."""
+    env = os.environ if environ is None else environ
+    several_nodes = int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1"))) != int(env.get("WORLD_SIZE", "1"))
+    if (env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and several_nodes
+            and int(env.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0):
+        return ("torchrun restarts over several nodes: start torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+                "in its environment, or a restarted group may read the previous attempt's addresses from the "
+                "shared store and fail to connect (pytorch/pytorch#135712)")
+    return None
+
+
 def context_from_torchrun_env(backend: str | None, timeout_s: float) -> DistContext:
-    """Initialise from the variables torchrun (or SLURM scripts using its names) exports."""
+    """Initialise from the variables torchrun (or SLURM scripts using its names) exports.
+
+    Under a single-node torchrun that shares its store, each restart attempt gets its own namespace
+    in that store (`elastic_attempt_prefix`), so a restarted group never reads the previous one's keys.
+    """
     rank = int(os.environ["RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    return init_process_group(rank, world_size, local_rank, backend or default_backend(), timeout_s)
+    prefix = elastic_attempt_prefix()
+    store = None
+    if prefix is not None:
+        # the agent hosts the server at MASTER_ADDR:MASTER_PORT; every worker is a client
+        client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                               is_master=False, timeout=datetime.timedelta(seconds=timeout_s))
+        store = dist.PrefixStore(prefix, client)
+    return init_process_group(rank, world_size, local_rank, backend or default_backend(), timeout_s, store=store)
 
 
 def destroy() -> None:

@@ -413,6 +413,9 @@ def launch(fn: WorkerFn, spec: LaunchSpec, args: tuple = ()) -> int:
     spec = plan.spec
     backend = spec.backend or distributed.default_backend()
     if plan.mode == "torchrun":
+        warning = distributed.multinode_elastic_warning()
+        if warning and plan.rank == 0:
+            sys.stderr.write(f"[stad.launch] WARNING: {warning}\n")
         _run_worker(lambda: distributed.context_from_torchrun_env(backend, spec.timeout_s), spec, fn, args)
         return 0
     if plan.mode == "slurm":

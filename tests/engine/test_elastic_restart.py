@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from stad.engine import checkpoint as ckpt
+from stad.engine.distributed import elastic_attempt_prefix, multinode_elastic_warning
 from tests.engine.test_main_e2e import ROOT, TOY_CONFIG, _data_overrides, _env, _main, _weights, toy  # noqa: F401
 
 COMMON = ["train.n_epochs=3", "train.val_freq=100", "train.batch_size=1"]
@@ -50,10 +50,6 @@ def _kill_job(proc: subprocess.Popen, marker: str) -> None:
             continue
 
 
-@pytest.mark.skipif(os.environ.get("STAD_ELASTIC_TEST") != "1", reason=(
-    "opt-in (STAD_ELASTIC_TEST=1): on the 2-core CI host the restarted torchrun worker group hung or failed in "
-    "6 of 9 runs on 2026-12-07 (some of those after ranks of an earlier failed run were left behind), so the "
-    "test is not yet a reliable gate"))
 def test_torchrun_restart_after_a_worker_is_killed_mid_epoch(toy, tmp_path):
     full, elastic = tmp_path / "full", tmp_path / "elastic"
     _main(2, _data_overrides(toy, full) + COMMON)
@@ -85,3 +81,28 @@ def test_torchrun_restart_after_a_worker_is_killed_mid_epoch(toy, tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def _torchrun_env(**extra: str) -> dict[str, str]:
+    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
+           "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0", "TORCHELASTIC_MAX_RESTARTS": "1"}
+    env.update(extra)
+    return env
+
+
+def test_each_single_node_attempt_gets_its_own_store_namespace():
+    assert elastic_attempt_prefix(_torchrun_env()) == "stad/attempt_0/"
+    assert elastic_attempt_prefix(_torchrun_env(TORCHELASTIC_RESTART_COUNT="1")) == "stad/attempt_1/"
+    # torchrun without a shared store (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1), or not torchrun: env:// as is
+    assert elastic_attempt_prefix(_torchrun_env(TORCHELASTIC_USE_AGENT_STORE="False")) is None
+    assert elastic_attempt_prefix({"RANK": "0", "WORLD_SIZE": "1"}) is None
+    # several nodes: the agents' restart counts can differ, so they name no common attempt
+    assert elastic_attempt_prefix(_torchrun_env(WORLD_SIZE="4")) is None
+
+
+def test_multinode_restarts_with_a_shared_store_are_warned_about():
+    warning = multinode_elastic_warning(_torchrun_env(WORLD_SIZE="4"))
+    assert warning is not None and "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in warning
+    assert multinode_elastic_warning(_torchrun_env()) is None  # one node: handled by the attempt prefix
+    assert multinode_elastic_warning(_torchrun_env(WORLD_SIZE="4", TORCHELASTIC_MAX_RESTARTS="0")) is None
+    assert multinode_elastic_warning(_torchrun_env(WORLD_SIZE="4", TORCHELASTIC_USE_AGENT_STORE="False")) is None
