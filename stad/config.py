@@ -315,6 +315,93 @@ class ValConfig(SplitConfig):
         _check_amp(self.amp, "amp")
 
 
+TASKS = ("detection", "recognition")
+LIST_FORMATS = ("videos", "frames")  # MMAction2 list files: `video_path label...` / `frame_dir total_frames label...`
+SAMPLING_TYPES = ("dense", "uniform")
+VIEW_AVERAGES = ("prob", "logit")
+
+
+def _choice(value: str, choices: Sequence[str], what: str) -> None:
+    """A ConfigError with a did-you-mean when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown {what} {value!r}{hint} (choose from {', '.join(choices)})")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """``recognition.sampling``: which frames of a video make one clip (docs/engine.md, *Recognition*).
+
+    ``dense`` (SlowFast-style): ``clip_len`` frames ``frame_interval`` apart from a random start when
+    training, from evenly spread starts at test time. ``uniform`` (TSN-style): the video cut into
+    ``clip_len`` equal segments, one frame per segment (random in it when training, its centre at test).
+    """
+
+    type: str = "dense"
+    clip_len: int = 8
+    frame_interval: int = 2  # dense only
+
+    def __post_init__(self) -> None:
+        _choice(self.type, SAMPLING_TYPES, "sampling type")
+        if self.clip_len < 1 or self.frame_interval < 1:
+            raise ConfigError(f"clip_len and frame_interval must be >= 1, got {self.clip_len}, {self.frame_interval}")
+        if self.type == "uniform" and self.frame_interval != 1:
+            raise ConfigError("frame_interval is only used with sampling type 'dense' (uniform: one frame per segment)")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """``recognition.probe``: the cached-feature linear probe (``model.finetune.mode: linear_probe``).
+
+    ``cache_features: true``: the frozen backbone's clip features are computed once (train: the test-time
+    pipeline's first clip and crop; val: every view) and stored under ``cache_dir`` keyed by the backbone
+    weights, the list files, the sampling and the transforms; training then fits the head on them.
+    """
+
+    cache_features: bool = False
+    cache_dir: str | None = None  # default: <result_path>/feature_cache
+
+
+@dataclass(frozen=True)
+class RecognitionConfig:
+    """``recognition``: clip-level action recognition on MMAction2-style list files (``task: recognition``).
+
+    ``label_groups``: head name -> class count, in the order each line states its labels (one head:
+    ``{action: 11}``; MA-52 style: ``{body: 7, action: 52}``). ``multi_label``: one group, any number of
+    labels per line (sigmoid + BCE, scored by mAP). ``class_names``: group -> text file, one name a line.
+    """
+
+    label_groups: dict = field(default_factory=dict)
+    list_format: str = "videos"
+    multi_label: bool = False
+    class_names: dict = field(default_factory=dict)
+    filename_tmpl: str = "img_%05d.jpg"  # frames: file of frame n (printf style)
+    start_index: int = 1  # frames: number of the first frame file
+    sampling: SamplingConfig = SamplingConfig()
+    test_clips: int = 1  # N clips per video at evaluation (x M crops from val.augmentation lists)
+    average: str = "prob"  # views averaged as probabilities (MMAction2 'prob') or logits
+    probe: ProbeConfig = ProbeConfig()
+
+    def __post_init__(self) -> None:
+        if not self.label_groups:
+            raise ConfigError("label_groups: give each head's class count, e.g. {action: 11}")
+        for name, count in self.label_groups.items():
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ConfigError(f"label_groups.{name}: expected a class count >= 1, got {count!r}")
+        unknown = sorted(set(self.class_names) - set(self.label_groups))
+        if unknown:
+            raise ConfigError(f"class_names.{unknown[0]}: not a label group (groups: {', '.join(self.label_groups)})")
+        _choice(self.list_format, LIST_FORMATS, "list_format")
+        _choice(self.average, VIEW_AVERAGES, "average")
+        if self.multi_label and len(self.label_groups) != 1:
+            raise ConfigError("multi_label takes exactly one label group (each line lists any number of its labels)")
+        if self.test_clips < 1:
+            raise ConfigError(f"test_clips must be >= 1, got {self.test_clips}")
+        if "%" not in self.filename_tmpl:
+            raise ConfigError(f"filename_tmpl must hold a printf field for the frame number, got {self.filename_tmpl!r}")
+
+
 @dataclass(frozen=True)
 class CudnnConfig:
     deterministic: bool = False
@@ -347,8 +434,15 @@ class Config:
     # project key: run weights whose stored/inferred preprocessing differs from this config's (logged as a
     # WARNING listing the fields); without it such a mismatch is an error (engine.builders.check_preprocessing)
     preprocessing_override: bool = False
+    task: str = "detection"  # project key: detection (boxes, AVA frame-mAP) | recognition (clip labels)
+    recognition: RecognitionConfig | None = None  # project key: the recognition task's data and labels
 
     def __post_init__(self) -> None:
+        _choice(self.task, TASKS, "task")
+        if (self.task == "recognition") != (self.recognition is not None):
+            raise ConfigError("task: recognition needs a 'recognition' section (label_groups, list_format, "
+                              "sampling ...)" if self.task == "recognition" else
+                              "a 'recognition' section is only read with task: recognition")
         if not self.evaluate and self.train is None:
             raise ConfigError("a training config (evaluate: False) needs a 'train' section")
         if self.evaluate and self.val is None:
@@ -368,7 +462,9 @@ class Config:
     @property
     def num_classes(self) -> int:
         """Class count, from ``model.head.kwargs.num_classes`` (ACAR) or ``neck.kwargs.num_classes``, or the
-        ``model.preset``'s."""
+        ``model.preset``'s; recognition: the classes of all label groups together."""
+        if self.recognition is not None:
+            return sum(int(k) for k in self.recognition.label_groups.values())
         if self.model.preset is not None:
             from stad.models.presets import get_preset  # imports torch: only for a config naming a preset
 

@@ -321,9 +321,107 @@ def _split_checks(config: Any) -> list[tuple[str, dict]]:
     return out
 
 
+# --------------------------------------------------------------------------- recognition list files
+
+
+def _frame_count(folder: Path, template: str) -> int:
+    """Files of ``folder`` named like the printf ``template`` (``img_%05d.jpg``)."""
+    prefix, _, rest = template.partition("%")
+    suffix = rest[rest.index("d") + 1:] if "d" in rest else ""
+    return sum(1 for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(suffix)
+               and n[len(prefix): len(n) - len(suffix)].isdigit())
+
+
+def _recognition_media(entry: Any, root: Path, recognition: Any) -> tuple[str, str] | None:
+    """(code, message) of what is wrong with one list entry's video or frame folder, else None."""
+    from stad.data.recognition_lists import ListFileError, video_id
+    from stad.data.video import FrameReadError, probe_video
+
+    path = root / entry.path
+    if recognition.list_format == "frames":
+        if not path.is_dir():
+            return "missing-file", f"{entry.where}: frame folder {path} does not exist"
+        found = _frame_count(path, recognition.filename_tmpl)
+        if found == 0:
+            return "empty-video", f"{entry.where}: {path} holds no frames named like {recognition.filename_tmpl!r}"
+        if found < entry.total_frames:
+            return "missing-frames", f"{entry.where}: the line says {entry.total_frames} frames, {path} has {found}"
+        return None
+    try:
+        video_id(entry)
+        probe_video(path)
+    except ListFileError as err:
+        return "not-a-video", str(err)
+    except FrameReadError as err:
+        code = "missing-file" if not path.is_file() else ("empty-video" if "no decodable" in str(err) else "unreadable")
+        return code, f"{entry.where}: {err}"
+    return None
+
+
+def validate_recognition_split(list_path: str | Path, root: str | Path, recognition: Any,
+                               require_all_classes: bool = False) -> ValidationReport:
+    """Check a recognition list file: every line parses (field count, integers, labels in range, one per label
+    group), every video / frame folder exists, opens and has frames. Every problem names ``file:line``."""
+    from stad.data.recognition_lists import ListFileError, parse_line
+
+    report = ValidationReport(str(list_path))
+    groups = dict(recognition.label_groups)
+    try:
+        lines = Path(list_path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        report.add("unreadable", "error", f"{list_path}: cannot read the list file ({err})")
+        return report
+    entries, problems = [], defaultdict(list)
+    for n, line in enumerate(lines, 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            try:
+                entries.append(parse_line(line, f"{list_path}:{n}", recognition.list_format, groups,
+                                          recognition.multi_label))
+            except ListFileError as err:
+                problems["bad-line"].append(str(err))
+    for entry in entries:
+        found = _recognition_media(entry, Path(root), recognition)
+        if found is not None:
+            problems[found[0]].append(found[1])
+    report.counts.update(videos=len(entries), lines=len(lines))
+    if not entries and not problems:
+        report.add("empty-list", "error", f"{list_path}: no videos listed")
+    for code, found in problems.items():
+        report.add(code, "error", f"{len(found)} line(s); first: {found[0]}", found[1:])
+    if require_all_classes and entries and not recognition.multi_label:
+        for g, (name, count) in enumerate(groups.items()):
+            missing = sorted(set(range(count)) - {e.labels[g][0] for e in entries})
+            if missing:
+                report.add("class-without-videos", "warning", f"group '{name}': classes {missing[:10]} have no "
+                           "videos in this split")
+    return report
+
+
+def validate_recognition_config(config: Any, logger: logging.Logger | None = None, raise_on_error: bool = True
+                                ) -> list[ValidationReport]:
+    """The recognition preflight: `validate_recognition_split` on the train and val list files a config reads."""
+    logger = logger or logging.getLogger("stad.data.validate")
+    reports = []
+    for name in ("train", "val"):
+        split = getattr(config, name)
+        if split is None or (name == "train" and config.evaluate):
+            continue
+        report = validate_recognition_split(split.annotation_path, split.root_path, config.recognition,
+                                            require_all_classes=name == "train")
+        report.source = f"{name}: {report.source}"
+        (logger.info if report.ok else logger.error)("%s", report.format())
+        reports.append(report)
+    failed = [r for r in reports if not r.ok]
+    if raise_on_error and failed:
+        raise DatasetValidationError("\n".join(r.format() for r in failed))
+    return reports
+
+
 def validate_config(config: Any, logger: logging.Logger | None = None, raise_on_error: bool = True
                     ) -> list[ValidationReport]:
     """Validate every split a config reads; logs the reports and raises on errors (training preflight)."""
+    if getattr(config, "task", "detection") == "recognition":
+        return validate_recognition_config(config, logger, raise_on_error)
     logger = logger or logging.getLogger("stad.data.validate")
     reports = []
     for name, kwargs in _split_checks(config):

@@ -67,8 +67,13 @@ def check_kwargs(where: str, target: Callable, kwargs: Mapping[str, Any], reserv
 
 def check_config(config: Config) -> None:
     """Every kwargs mapping of ``config``: model, loss, optimizer and augmentation steps."""
-    _check_model(config)
-    _check_loss(config)
+    if getattr(config, "task", "detection") == "recognition":
+        from stad.engine.recognition import check_model
+
+        check_model(config)  # the recognizer builds; its loss is fixed (docs/engine.md, Recognition)
+    else:
+        _check_model(config)
+        _check_loss(config)
     for name, split in (("train", config.train), ("val", config.val)):
         if split is not None:
             _check_augmentation(f"{name}.augmentation", split.augmentation)

@@ -1,11 +1,16 @@
-"""The job every rank runs: set up, then train (validating every ``val_freq`` epochs) or evaluate."""
+"""The job every rank runs: set up, then train (validating every ``val_freq`` epochs) or evaluate.
+
+What differs between tasks (``config.task``: detection, recognition) is a `Task`: the preflight, model,
+weights, loss, datasets, trainer and evaluation. The loop, checkpoints, resume, AMP, distributed setup
+and logs are this module's, shared by both (`DETECTION` below; `stad.engine.recognition.TASK`).
+"""
 from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -33,6 +38,11 @@ class Session:
     model: torch.nn.Module  # DDP-wrapped when distributed
     criterion: Any
     activation: Any
+    task: "Task" = field(default=None)  # type: ignore[assignment]  # set by _prepare (DETECTION when None)
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            self.task = DETECTION
 
     @property
     def result_path(self) -> Path:
@@ -40,6 +50,7 @@ class Session:
 
 
 def _prepare(ctx: DistContext, config: Config) -> Session:
+    task = task_of(config)
     if ctx.is_main:
         Path(config.result_path).mkdir(parents=True, exist_ok=True)
         save_config(config, Path(config.result_path) / "config.yaml")
@@ -50,20 +61,26 @@ def _prepare(ctx: DistContext, config: Config) -> Session:
         torch.backends.cudnn.deterministic = config.cudnn.deterministic
         torch.backends.cudnn.benchmark = config.cudnn.benchmark
     if ctx.is_main:  # the dataset checks run once; the other ranks wait at the barrier
-        builders.preflight(config, logger)
+        task.preflight(config, logger)
     barrier(ctx)
-    model = builders.build_model(config).to(ctx.device)
-    builders.load_initial_weights(model, config, logger)
-    if ctx.distributed:
-        with warnings.catch_warnings():  # torch>=2.14 deprecates broadcast_buffers; same meaning here
-            warnings.simplefilter("ignore", FutureWarning)
-            # buffers are not synced each step (ACAR-Net): BatchNorm is frozen or per-rank
-            model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
-                                            else None, broadcast_buffers=False,
-                                            find_unused_parameters=config.dist.find_unused_parameters)
-    criterion, activation = builders.build_criterion(config)
+    model = task.build_model(config).to(ctx.device)
+    task.load_initial_weights(model, config, logger)
+    model = task.distribute(ctx, config, model)
+    criterion, activation = task.build_criterion(config)
     writer = ScalarWriter(config.result_path, ctx.is_main)
-    return Session(ctx, config, logger, writer, model, criterion, activation)
+    return Session(ctx, config, logger, writer, model, criterion, activation, task)
+
+
+def distribute(ctx: DistContext, config: Config, model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel when the job is distributed (else as it is)."""
+    if not ctx.distributed:
+        return model
+    with warnings.catch_warnings():  # torch>=2.14 deprecates broadcast_buffers; same meaning here
+        warnings.simplefilter("ignore", FutureWarning)
+        # buffers are not synced each step (ACAR-Net): BatchNorm is frozen or per-rank
+        return DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                       else None, broadcast_buffers=False,
+                                       find_unused_parameters=config.dist.find_unused_parameters)
 
 
 def _val_loader(session: Session) -> tuple[DataLoader, list[int], Any]:
@@ -113,7 +130,7 @@ def validate(session: Session, epoch: int) -> float | None:
 
 def _train_loader(session: Session) -> tuple[DataLoader, ResumableDistributedSampler]:
     ctx, train = session.ctx, session.config.train
-    dataset = builders.build_dataset(session.config, train, train=True)
+    dataset = session.task.train_dataset(session)
     # with mid-epoch checkpoints and DataLoader workers, a batch's augmentation is seeded by its
     # position (the workers' RNG states cannot be checkpointed); in-process loading restores the RNG
     seeded = train.save_every_iters > 0 and train.workers > 0
@@ -121,7 +138,7 @@ def _train_loader(session: Session) -> tuple[DataLoader, ResumableDistributedSam
                                           seed=session.config.manual_seed, drop_last=True, seeded=seeded)
     loader = DataLoader(SeededBatches(dataset) if seeded else dataset, batch_size=train.batch_size,
                         sampler=sampler, num_workers=train.workers,
-                        collate_fn=builders.collate, pin_memory=ctx.device.type == "cuda",
+                        collate_fn=session.task.collate, pin_memory=ctx.device.type == "cuda",
                         drop_last=train.drop_last,
                         persistent_workers=train.workers > 0)  # workers keep their decoded-frame cache (cache_mb)
     session.logger.info("train: %d clips, %d batches/epoch/rank", len(dataset), len(loader))
@@ -141,7 +158,7 @@ class ResumePoint:
 def _resume(session: Session, state: dict, path: Path, optimizer: Any, schedule: Any, scaler: Any) -> ResumePoint:
     """Restore a checkpoint; returns where to continue. Foreign (e.g. ACAR) files restore weights only."""
     ctx = session.ctx
-    builders.load_checked_weights(session.model, state, session.config, session.logger, str(path))
+    session.task.load_checked_weights(session.model, state, session.config, session.logger, str(path))
     if state.get("format") != ckpt.FORMAT:
         session.logger.warning("%s was not written by this engine: weights restored, optimizer state not", path)
         return ResumePoint(int(state.get("epoch", 0)) + 1)
@@ -183,7 +200,7 @@ def _validate(session: Session, epoch: int) -> float | None:
     """`validate` under ``val.amp``'s autocast (float32 by default)."""
     dtype = amp_dtype(session.config.val.amp, session.ctx.device)
     with autocast(session.ctx.device, dtype):
-        return validate(session, epoch)
+        return session.task.validate(session, epoch)
 
 
 def train(session: Session, resume: bool) -> None:
@@ -199,10 +216,7 @@ def train(session: Session, resume: bool) -> None:
     dtype = amp_dtype(train_cfg.amp, ctx.device)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=dtype == torch.float16)  # fp16 only
     session.logger.info("training precision: %s", "float32" if dtype is None else f"autocast {dtype}")
-    trainer = Trainer(ctx, session.model, session.criterion, optimizer, schedule, scaler,
-                      freeze_bn=config.model.freeze_bn, accumulate_steps=train_cfg.accumulate_steps,
-                      grad_clip=train_cfg.grad_clip, amp=train_cfg.amp,
-                      frozen=builders.frozen_modules(session.model, config))
+    trainer = session.task.make_trainer(session, optimizer, schedule, scaler)
     # rank 0 chooses the checkpoint; ranks without the file receive it from rank 0
     path, state = ckpt.read_checkpoint_everywhere(ctx, _resume_path(config, resume) if ctx.is_main else None)
     start = _resume(session, state, path, optimizer, schedule, scaler) if state is not None else ResumePoint()
@@ -256,8 +270,8 @@ def _save(session: Session, path: Path, epoch: int, states: dict, prune: bool, *
     """Rank 0: write a checkpoint (model + ``states``: optimizer, scheduler, scaler), point ``last.pth``
     at it and, with ``prune``, keep only ``train.keep_last`` mid-epoch checkpoints."""
     config = session.config
-    saved = ckpt.save_checkpoint(path, epoch=epoch, model=session.model, config=config_to_dict(config), **states,
-                                 **extra)
+    saved = ckpt.save_checkpoint(path, epoch=epoch, model=session.model, config=config_to_dict(config),
+                                 preset=session.task.preset(config), **states, **extra)
     ckpt.link_last(saved)
     if prune:
         ckpt.prune_mid_epoch(config.result_path, config.train.keep_last)
@@ -279,7 +293,7 @@ def run(ctx: DistContext, config: Config, resume: bool = False) -> None:
             if path is not None:
                 state = ckpt.read_checkpoint(path)
                 # the config's preprocessing must match the weights' preset (stored, or inferred from the keys)
-                builders.load_checked_weights(session.model, state, config, session.logger, str(path))
+                session.task.load_checked_weights(session.model, state, config, session.logger, str(path))
                 epoch = int(state.get("epoch", 0))
                 session.logger.info("evaluating weights from %s", path)
             else:
@@ -289,3 +303,54 @@ def run(ctx: DistContext, config: Config, resume: bool = False) -> None:
             train(session, resume)
     finally:
         session.writer.close()
+
+
+def _trainer(session: Session, optimizer: Any, schedule: Any, scaler: Any) -> Trainer:
+    """The detection `Trainer` (box-normalised loss) over the session's model."""
+    config = session.config
+    train_cfg = config.train
+    return Trainer(session.ctx, session.model, session.criterion, optimizer, schedule, scaler,
+                   freeze_bn=config.model.freeze_bn, accumulate_steps=train_cfg.accumulate_steps,
+                   grad_clip=train_cfg.grad_clip, amp=train_cfg.amp,
+                   frozen=builders.frozen_modules(session.model, config))
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one task (``config.task``) gives the shared engine; every field is a function.
+
+    preflight(config, logger): data checks on rank 0. build_model(config) / load_initial_weights(model,
+    config, logger) / distribute(ctx, config, model): the model, its starting weights, its DDP wrapper.
+    build_criterion(config) -> (criterion, activation). train_dataset(session) + collate: the training
+    data. make_trainer(session, optimizer, schedule, scaler) -> a `Trainer`. load_checked_weights(model,
+    state, config, logger, source): a checkpoint's weights. validate(session, epoch) -> the metric.
+    preset(config) -> the dict stored as a checkpoint's ``preset`` (None: derived from the config).
+    """
+
+    preflight: Callable
+    build_model: Callable
+    load_initial_weights: Callable
+    build_criterion: Callable
+    train_dataset: Callable
+    collate: Callable
+    make_trainer: Callable
+    load_checked_weights: Callable
+    validate: Callable
+    preset: Callable = lambda config: None  # noqa: E731
+    distribute: Callable = distribute
+
+
+DETECTION = Task(preflight=builders.preflight, build_model=builders.build_model,
+                 load_initial_weights=builders.load_initial_weights, build_criterion=builders.build_criterion,
+                 train_dataset=lambda session: builders.build_dataset(session.config, session.config.train, True),
+                 collate=builders.collate, make_trainer=_trainer, load_checked_weights=builders.load_checked_weights,
+                 validate=validate)
+
+
+def task_of(config: Config) -> Task:
+    """The `Task` of ``config.task`` (recognition's module is imported only when used)."""
+    if getattr(config, "task", "detection") == "recognition":
+        from stad.engine.recognition import TASK
+
+        return TASK
+    return DETECTION

@@ -106,10 +106,14 @@ class Trainer:
         loss = self.criterion(logits.float(), targets)
         return loss * (n_local * self.ctx.world_size / n_total)
 
+    def count(self, batch: Any) -> int:
+        """What the loss is normalised by in ``batch``: its boxes (a recognition trainer: its clips)."""
+        return int(sum(len(b) for b in batch.boxes))
+
     def step(self, micro_batches: Sequence[Any], step_index: int) -> StepResult | None:
         """One optimizer step over ``micro_batches`` (already on the device). None if no rank has boxes."""
         lr = self.schedule.step(step_index)
-        n_local = sum(int(sum(len(b) for b in batch.boxes)) for batch in micro_batches)
+        n_local = sum(self.count(batch) for batch in micro_batches)
         n_total = float(all_reduce_sum(self.ctx, n_local))
         if n_total == 0:
             return None  # all ranks agree: nothing to learn from

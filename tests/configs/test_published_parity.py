@@ -114,6 +114,8 @@ OURS = {
     "configs/toy/vitsf_acar_train.yaml": "toy actors: tiny ViT + SlowFast -> ACAR, CPU training",
     "configs/toy/vitsf_acar_eval_gt.yaml": "toy actors: evaluation with GT boxes",
     "configs/toy/vitsf_acar_eval_proposals.yaml": "toy actors: evaluation with detector proposals",
+    "configs/toy/recognition_finetune.yaml": "toy actors recognition clips: full fine-tuning of a tiny SlowFast",
+    "configs/toy/recognition_probe.yaml": "toy actors recognition clips: linear probe on cached frozen features",
 }
 
 # Official model layouts (tests/fixtures/manifests) the configs must build exactly: ACAR-Net's model zoo for
