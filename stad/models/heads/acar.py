@@ -13,8 +13,11 @@ that clip at each position) -> global average pool. Here all clips are processed
   two batched matmuls with padded keys masked out; clips without boxes are skipped entirely;
 * in eval mode the last HR2O output conv is folded into the global average pool (a conv is
   linear, so the mean of its output needs only per-tap sums of its input): one 3x3 conv fewer;
-* the per-box convolutions run in channels-last layout and the 1x1 convolutions go through
-  oneDNN (:func:`conv1x1`): layout and kernel choices only, numerically the same operations.
+* the per-box 3x3 convolutions (conv2, HR2O's q/k/v and output convs) run in channels-last
+  layout through Winograd's F(2x2, 3x3) (:mod:`stad.models.heads.kernels`): 2.25x fewer
+  multiply-adds for conv2, 1.7x for the 7x7 HR2O maps, q/k/v sharing one input transform and one
+  batched GEMM. The same linear maps, rounded differently (a few 1e-7 relative); heads with fewer
+  than 128 channels (the toy demo's) keep ``F.conv2d``.
 
 Optional, not in ACAR-Net (off by default, so official weights load unchanged):
 ``relative_position=True`` adds :class:`RelativePosition` to conv1's pre-activation, an MLP of each
@@ -33,19 +36,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from stad.models.heads.common import connect_empty, left_right_asymmetry, roi_maps, roi_maps_traced
+from stad.models.heads.kernels import FilterCache, conv1x1, conv3x3
 from stad.models.neck import RoIBatch
 from stad.models.registry import register_model
-
-
-def conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Bias-free 1x1 convolution: x [B, C_in, H, W], weight [C_out, C_in] or [C_out, C_in, 1, 1] -> [B, C_out, H, W].
-
-    On CPU it passes ``dilation=2``, which cannot change a 1x1 convolution but makes PyTorch pick
-    oneDNN instead of its im2col + BLAS path for small batches (how much that gains depends on the
-    CPU: bench/RESULTS.md, "1x1 convolution dispatch").
-    """
-    weight = weight.reshape(weight.shape[0], -1, 1, 1)
-    return F.conv2d(x, weight, dilation=2 if x.device.type == "cpu" else 1)
 
 
 def pooled_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -224,14 +217,22 @@ class HR2O(nn.Module):
         self.conv = nn.Conv2d(hidden_dim, hidden_dim, out_kernel, padding=out_kernel // 2, bias=False)
         self.norm = nn.GroupNorm(1, hidden_dim, affine=True)
         self.dp = nn.Dropout(dropout)
+        self._qkv_filters, self._out_filters = FilterCache(), FilterCache()  # Winograd filters (inference)
 
-    def _finish(self, x: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
-        return x + self.dp(self.conv(F.relu(self.norm(relation))))
+    def _finish(self, x: torch.Tensor, relation: torch.Tensor, fast: bool = True) -> torch.Tensor:
+        """x + dropout(conv(relu(norm(relation)))); ``fast``: the conv through :func:`conv3x3`."""
+        hidden = F.relu(self.norm(relation))
+        if fast:
+            out = conv3x3(hidden, [self.conv.weight], self.conv.padding[0], self._out_filters)[0]
+        else:
+            out = self.conv(hidden)
+        return x + self.dp(out)
 
     def relation(self, x: torch.Tensor, layout: PaddedLayout) -> torch.Tensor:
         """Attention of every actor over the actors of its clip: x [N, C, h, w] -> [N, C, h, w]."""
         height, width = x.shape[-2:]
-        q, k, v = layout.pad(self.conv_q(x)), layout.pad(self.conv_k(x)), layout.pad(self.conv_v(x))
+        weights = [self.conv_q.weight, self.conv_k.weight, self.conv_v.weight]
+        q, k, v = (layout.pad(t) for t in conv3x3(x, weights, self.conv_q.padding[0], self._qkv_filters))
         logits = torch.bmm(q, k.transpose(1, 2)) / self.hidden_dim ** 0.5  # [rows*h*w, M, M]
         logits = logits.masked_fill(~layout.key_mask(height, width), torch.finfo(logits.dtype).min)
         return layout.unpad(torch.bmm(logits.softmax(dim=-1), v), height, width)
@@ -263,12 +264,17 @@ class HR2O(nn.Module):
             return self.forward(x, layout).mean((2, 3))
         return x.mean((2, 3)) + pooled_conv(F.relu(self.norm(self.relation(x, layout))), self.conv)
 
-    def forward_single_clip(self, x: torch.Tensor) -> torch.Tensor:
-        """Reference path, ACAR-Net's algorithm: x [n, C, h, w] = all actors of ONE clip."""
-        query, key = self.conv_q(x).unsqueeze(1), self.conv_k(x).unsqueeze(0)
-        attention = ((query * key).sum(2) / self.hidden_dim ** 0.5).softmax(dim=1)
-        relation = (attention.unsqueeze(2) * self.conv_v(x).unsqueeze(0)).sum(1)
-        return self._finish(x, relation)
+    def forward_single_clip(self, x: torch.Tensor, fast_kernels: bool = False) -> torch.Tensor:
+        """Reference path, ACAR-Net's algorithm: x [n, C, h, w] = all actors of ONE clip.
+        ``fast_kernels``: its convolutions through :func:`conv3x3` (the batched head's kernels)."""
+        if fast_kernels:
+            weights = [self.conv_q.weight, self.conv_k.weight, self.conv_v.weight]
+            query, key, value = conv3x3(x, weights, self.conv_q.padding[0], self._qkv_filters)
+        else:
+            query, key, value = self.conv_q(x), self.conv_k(x), self.conv_v(x)
+        attention = ((query.unsqueeze(1) * key.unsqueeze(0)).sum(2) / self.hidden_dim ** 0.5).softmax(dim=1)
+        relation = (attention.unsqueeze(2) * value.unsqueeze(0)).sum(1)
+        return self._finish(x, relation, fast=fast_kernels)
 
 
 def context_groups(rois: RoIBatch, height: int, width: int) -> list[tuple[tuple[int, int], list[int]]]:
@@ -331,6 +337,7 @@ class ACARHead(nn.Module):
         self.position = (RelativePosition(hidden_dim, facing_dim=reduce_dim if position_gate else None)
                          if relative_position else None)
         self.conv2 = nn.Conv2d(hidden_dim, hidden_dim, 3, bias=False)
+        self._conv2_filters = FilterCache()  # its Winograd filters, kept between inference calls
         self.downsample = nn.MaxPool2d(3, stride=2, padding=1) if downsample == "max2x2" else nn.Identity()
         self.hr2o = nn.Sequential(*[HR2O(hidden_dim, kernel_size, mlp_1x1, relation_dropout) for _ in range(depth)])
         self.gap = nn.AdaptiveAvgPool2d(1)
@@ -418,8 +425,13 @@ class ACARHead(nn.Module):
         if min(feats.shape[-2:]) < 3:
             raise ValueError(f"ACAR head needs a context of at least 3x3 feature cells (its conv2 is a valid 3x3 "
                              f"conv), got {tuple(feats.shape[-2:])}: feed larger clips")
-        x = self.downsample(F.relu(self.conv2(self._actor_context(feats, actor, rois, facing)), inplace=True))
+        x = self._conv2(self._actor_context(feats, actor, rois, facing))
+        x = self.downsample(F.relu(x, inplace=True))
         return self._relations(x, PaddedLayout(rois.counts, x.device))
+
+    def _conv2(self, x: torch.Tensor) -> torch.Tensor:
+        """conv2 through :func:`conv3x3`: [N, hid, h, w] -> [N, hid, h - 2, w - 2]."""
+        return conv3x3(x, [self.conv2.weight], self.conv2.padding[0], self._conv2_filters)[0]
 
     def _facing(self, maps: torch.Tensor) -> torch.Tensor | None:
         """The position gate's input: RoI maps [N, R, s, s] -> [N, R], or None without a gate."""
@@ -456,9 +468,9 @@ def acar_per_clip_reference(head: ACARHead, feature_map: torch.Tensor, rois: RoI
     Kept as the reference the batched :meth:`ACARHead.forward` is tested and benchmarked against.
     Same inputs and output as ``head(feature_map, rois)``: feature_map [B, C, H, W] -> logits [N, K];
     with ``rois.sizes`` (a padded batch) each clip's context is cropped to its own cells, as in ACAR-Net.
-    ``fast_kernels=True`` keeps the algorithm but gives it the batched head's kernel choices
-    (channels-last tensors, 1x1 convs through :func:`conv1x1`), to separate what batching gains
-    from what those choices gain.
+    ``fast_kernels=True`` keeps the algorithm but gives it the batched head's kernels (channels-last
+    tensors, the 3x3 convs through Winograd, :func:`~stad.models.heads.kernels.conv3x3`), to
+    separate what batching gains from what the kernels gain.
     """
     layout = torch.channels_last if fast_kernels else torch.contiguous_format
 
@@ -482,9 +494,9 @@ def acar_per_clip_reference(head: ACARHead, feature_map: torch.Tensor, rois: RoI
                 [width / eff_w, height / eff_h] * 2)  # normalised to the clip's cells
             x = x + head.position(boxes, eff_h, eff_w, facing=clip_facing).permute(0, 3, 1, 2)
         x = F.relu(x)
-        x = head.downsample(F.relu(head.conv2(x)))
+        x = head.downsample(F.relu(head._conv2(x) if fast_kernels else head.conv2(x)))
         for layer in head.hr2o:
-            x = layer.forward_single_clip(x)
+            x = layer.forward_single_clip(x, fast_kernels)
         relations.append(head.gap(x).flatten(1))
         start += count
     if not relations:
