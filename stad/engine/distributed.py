@@ -35,22 +35,33 @@ def default_backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
+def device_problem(backend: str, local_rank: int) -> str | None:
+    """Why local rank ``local_rank`` cannot run with ``backend`` on this machine's GPUs, or None.
+
+    nccl needs CUDA and one GPU per process; gloo runs anywhere (and shares GPUs)."""
+    if not torch.cuda.is_available():
+        return "--backend nccl needs CUDA, but torch sees no GPU; use --backend gloo" if backend == "nccl" else None
+    count = torch.cuda.device_count()
+    if backend == "nccl" and local_rank >= count:
+        return (f"--nproc_per_node is larger than the {count} GPU(s) this node makes visible (local rank "
+                f"{local_rank} has none; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}"
+                f"): nccl needs one GPU per process; use --nproc_per_node {count} or fewer")
+    return None
+
+
 def select_device(backend: str, local_rank: int) -> torch.device:
     """The device this rank computes on: it follows the hardware, not the backend.
 
     With CUDA, rank ``local_rank`` takes GPU ``local_rank`` under either backend (``--backend gloo`` on
     a GPU machine trains on the GPUs; hide them with ``CUDA_VISIBLE_DEVICES=`` to use the CPU). nccl
-    needs one GPU per process: more processes than visible GPUs is an error; gloo shares them.
+    needs one GPU per process (`device_problem`).
     """
+    problem = device_problem(backend, local_rank)
+    if problem is not None:
+        raise RuntimeError(problem)
     if not torch.cuda.is_available():
-        if backend == "nccl":
-            raise RuntimeError("--backend nccl needs CUDA, but torch sees no GPU; use --backend gloo")
         return torch.device("cpu")
     count = torch.cuda.device_count()
-    if backend == "nccl" and local_rank >= count:
-        raise RuntimeError(f"--nproc_per_node is larger than the {count} GPU(s) this node makes visible (local rank "
-                           f"{local_rank} has none; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}"
-                           f"): nccl needs one GPU per process; use --nproc_per_node {count} or fewer")
     index = local_rank % count
     torch.cuda.set_device(index)
     return torch.device("cuda", index)

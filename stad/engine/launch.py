@@ -427,6 +427,9 @@ def launch(fn: WorkerFn, spec: LaunchSpec, args: tuple = ()) -> int:
                                                            spec.timeout_s),
                     replace(spec, threads_per_worker=plan.threads), fn, args)
         return 0
+    problem = distributed.device_problem(backend, spec.nproc_per_node - 1)  # before any worker starts
+    if problem is not None:
+        raise LaunchError(problem)
     if spec.node_rank == 0:
         check_port_free(spec.master_addr, spec.master_port)
     context = mp.get_context("spawn")

@@ -34,3 +34,14 @@ def test_without_cuda(monkeypatch):
     assert distributed.select_device("gloo", 3) == torch.device("cpu")
     with pytest.raises(RuntimeError, match="--backend nccl needs CUDA"):
         distributed.select_device("nccl", 0)
+
+
+def test_the_launcher_refuses_more_nccl_processes_than_gpus_before_spawning(two_gpus, monkeypatch):
+    from stad.engine import launch
+
+    spawned = []
+    monkeypatch.setattr(launch.mp, "get_context", lambda method: spawned.append(method))
+    spec = launch.LaunchSpec(nproc_per_node=3, backend="nccl", master_port=0)
+    with pytest.raises(launch.LaunchError, match=r"larger than the 2 GPU\(s\).*--nproc_per_node 2 or fewer"):
+        launch.launch(lambda ctx: None, spec)
+    assert spawned == []  # no worker was started
