@@ -106,3 +106,50 @@ def test_multinode_restarts_with_a_shared_store_are_warned_about():
     assert multinode_elastic_warning(_torchrun_env()) is None  # one node: handled by the attempt prefix
     assert multinode_elastic_warning(_torchrun_env(WORLD_SIZE="4", TORCHELASTIC_MAX_RESTARTS="0")) is None
     assert multinode_elastic_warning(_torchrun_env(WORLD_SIZE="4", TORCHELASTIC_USE_AGENT_STORE="False")) is None
+
+
+def _start_agent(node: int, port: int, result: Path, toy: Path, log: Path) -> subprocess.Popen:
+    """One torchrun agent of a two-node job (one worker), with its own result folder (no shared storage)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "stad-elastic",
+           "--max-restarts", "1", "--monitor-interval", "0.2", "main.py", "--config", str(TOY_CONFIG), "--resume"]
+    for item in _data_overrides(toy, result) + COMMON + ["train.save_every_iters=1"]:
+        cmd += ["--set", item]
+    env = dict(_env(), TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
+    with log.open("w") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, stdin=subprocess.DEVNULL)
+
+
+def test_two_node_torchrun_restart_without_shared_storage(toy, tmp_path):
+    """Two agents (nodes) with separate result folders; node 1's worker is killed mid-epoch. Both agents
+    restart their workers, which resume (rank 0's checkpoint, broadcast) and end with the weights of an
+    uninterrupted two-process run."""
+    full = tmp_path / "full"
+    _main(2, _data_overrides(toy, full) + COMMON)
+    from tests.engine.test_main_e2e import _free_port
+    port = _free_port()
+    nodes = [tmp_path / "node0", tmp_path / "node1"]
+    agents = [_start_agent(i, port, nodes[i], toy, tmp_path / f"agent{i}.log") for i in range(2)]
+    try:
+        deadline = time.monotonic() + 240
+        target = None
+        while target is None and time.monotonic() < deadline and all(a.poll() is None for a in agents):
+            target = next((n for n in nodes if ckpt.iter_checkpoint_path(n, 2, 3).exists()), None)
+            time.sleep(0.01)
+        logs = "\n".join((tmp_path / f"agent{i}.log").read_text()[-2000:] for i in range(2))
+        assert target is not None, logs
+        ranks = {rank: pid for agent in agents for rank, pid in _workers(agent.pid).items()}
+        assert set(ranks) == {0, 1}, ranks
+        os.kill(ranks[1], signal.SIGKILL)
+        codes = [agent.wait(timeout=300) for agent in agents]
+    finally:
+        for i, agent in enumerate(agents):
+            _kill_job(agent, str(nodes[i]))
+    logs = "\n".join((tmp_path / f"agent{i}.log").read_text()[-3000:] for i in range(2))
+    assert codes == [0, 0], logs
+    run_log = (target / "log.txt").read_text()
+    assert "resumed from" in run_log and "epoch 2, step 1" in run_log, run_log[-2000:]
+    a, b = _weights(full, 3), _weights(target, 3)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
