@@ -21,13 +21,14 @@ model); *on* never waits: a keyframe that is ready while the model is still busy
 so memory stays bounded (cameras and network streams by default; a file is then also played at its own
 frame rate). A progress line (frames, keyframes done / dropped, keyframes/s, real-time factor = seconds
 of stream per wall second, ring use, mean ms per stage: decode, detect, clip, action, draw) is logged
-every ``--log-every`` seconds and at the end; ``--summary`` writes it all as JSON (atomically).
+every ``--log-every`` seconds and at the end; ``--summary`` writes it all as JSON (atomically), with
+samples (wall s, stream s, keyframes scored, RSS MB) taken about every ``--log-every`` seconds.
 
 Exit codes: 0 the source ended (or ``--duration`` was reached); 2 bad input (nothing processed: one line
 ``error: ...``); 3 the source failed mid-stream (no frame for ``--stall-timeout`` seconds, a truncated
 raw frame, a decoding error): one line ``error: ...``, and every output is complete up to that point
-(rows already written stay, the video is finalised, the summary written); 130 interrupted (Ctrl-C:
-outputs finalised the same way).
+(rows already written stay, the video is finalised, the summary written); 130 interrupted (Ctrl-C or
+SIGTERM: outputs finalised the same way).
 """
 from __future__ import annotations
 
@@ -202,6 +203,13 @@ def _rss_mb() -> float:
         return float("nan")
 
 
+def _sample(engine: Any) -> list[float]:
+    """``[wall s since the first frame, stream s, keyframes scored, RSS MB]`` now."""
+    stats = engine.stats
+    return [round(time.perf_counter() - engine.started, 2), round(stats.frames / stats.fps, 2), stats.keyframes_done,
+            round(_rss_mb(), 1)]
+
+
 def _open(args: argparse.Namespace):
     """The `FrameSource` of ``--source`` (stall timeout for stdin and live sources, not for files)."""
     from stad.data.stream_source import open_source, parse_size, source_kind
@@ -246,7 +254,7 @@ def _loop(args: argparse.Namespace, engine: Any, predictor: Any, inputs: tuple, 
                     annotator.add_overlay(overlay)
             if time.perf_counter() - last >= args.log_every:
                 last = time.perf_counter()
-                memory.append([round(engine.stats.frames / engine.stats.fps, 2), round(_rss_mb(), 1)])
+                memory.append(_sample(engine))
     except (SourceFailure, FrameReadError) as error:
         failure = error
     except KeyboardInterrupt as error:
@@ -257,6 +265,23 @@ def _loop(args: argparse.Namespace, engine: Any, predictor: Any, inputs: tuple, 
             with engine.times.time("draw"):
                 annotator.close()
     return failure
+
+
+def _warm_up(engine: Any, source: Any) -> None:
+    """Live mode: one keyframe of grey frames through detector and action model before the first real one,
+    so first-call costs (OpenVINO compilation, allocator growth) do not make the stream drop its first keyframes."""
+    import numpy as np
+
+    from stad.structures import Boxes
+
+    start = time.perf_counter()
+    frame = np.full((source.height, source.width, 3), 114, np.uint8)
+    plan = next(engine.plans_for(1))
+    engine.boxes_for(plan, frame)
+    sample = engine.predictor.sample([frame] * len(plan.clip), (source.video_id, 0),
+                                     Boxes(np.array([[0.25, 0.25, 0.75, 0.75]], np.float32)))
+    engine.predictor.score([sample])
+    LOGGER.info("warm-up keyframe (detector and action model): %.2f s", time.perf_counter() - start)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -282,21 +307,24 @@ def run(args: argparse.Namespace) -> tuple[dict, BaseException | None]:
         boxes_for, _, _ = box_finder(args, source.video_id)
         engine = StreamEngine(predictor, source.video_id, boxes_for, source.fps, live=live, model_fps=args.model_fps,
                               log_interval=args.log_every, name=source.name)
+        if live:
+            _warm_up(engine, source)
         inputs = _frames_and_plans(args, source, engine, predictor, live)
         annotator = _annotator(args, source, live, engine.ring.capacity)
         rows = RowWriter(args.csv, args.jsonl, predictor.labelmap)
-        memory = [[0.0, round(_rss_mb(), 1)]]
+        memory: list[list[float]] = []
         failure = _loop(args, engine, predictor, inputs, annotator, rows, memory)
     finally:
         source.close()
     LOGGER.info("final: %s", engine.progress())
-    memory.append([round(engine.stats.stream_seconds, 2), round(_rss_mb(), 1)])
+    memory.append([round(engine.stats.wall_seconds, 2), *_sample(engine)[1:]])
     summary = {"source": source.name, "video_id": source.video_id, "mode": "live" if live else "offline",
                "size": [source.width, source.height], **engine.stats.to_dict(), "stages": engine.times.summary(),
                "csv_rows": rows.rows, "action_runtime": predictor.runtime,
                "ended": "end of stream" if failure is None else
                "interrupted" if isinstance(failure, KeyboardInterrupt) else str(failure),
-               "rss_mb": memory, "outputs": {k: v for k, v in (("out", args.out), ("csv", args.csv),
+               "samples": {"columns": ["wall_s", "stream_s", "keyframes_done", "rss_mb"], "rows": memory},
+               "outputs": {k: v for k, v in (("out", args.out), ("csv", args.csv),
                                                                   ("jsonl", args.jsonl)) if v}}
     if args.csv:
         summary["labelmap"] = str(csv_labelmap_path(args.csv))
@@ -312,8 +340,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_main, argv)
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a service manager stopping the stream) ends it as Ctrl-C does: outputs finalised, exit 130."""
+    import signal
+    import threading
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
+    _interrupt_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary, failure = run(args)
     print(f"{summary['source']}: {summary['frames']} frames ({summary['stream_seconds']:.1f} s), keyframes "

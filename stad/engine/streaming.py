@@ -303,7 +303,7 @@ class StreamEngine:
         self.stats = StreamStats(float(fps), ring_capacity=self.ring.capacity)
         self.log_interval = log_interval
         self.failure: BaseException | None = None
-        self._start = self._last_log = 0.0
+        self._last_log = self.started = 0.0  # started: perf_counter() when `run` began
         self._worker: _Worker | None = None
 
     def plans_for(self, every: int = 1) -> Iterator[KeyframePlan]:
@@ -317,7 +317,7 @@ class StreamEngine:
         every frame (timed as draw). A source error ends the frames: the keyframes it completed are still
         scored and yielded, then it is re-raised (also kept in ``failure``)."""
         scheduler = KeyframeScheduler(plans, self.ring, finite)
-        self._start = self._last_log = time.perf_counter()
+        self._last_log = self.started = time.perf_counter()
         self._worker = _Worker(self) if self.live else None
         output = _Ordered()
         try:
@@ -421,7 +421,7 @@ class StreamEngine:
         return out
 
     def _update(self, scheduler: KeyframeScheduler) -> None:
-        self.stats.wall_seconds = time.perf_counter() - self._start
+        self.stats.wall_seconds = time.perf_counter() - self.started
         self.stats.keyframes_planned = scheduler.planned
         self.stats.ring_peak = self.ring.peak
 
@@ -438,7 +438,7 @@ class StreamEngine:
         now = time.perf_counter()
         if self.log_interval is not None and now - self._last_log >= self.log_interval:
             self._last_log = now
-            self.stats.wall_seconds, self.stats.ring_peak = now - self._start, self.ring.peak
+            self.stats.wall_seconds, self.stats.ring_peak = now - self.started, self.ring.peak
             LOGGER.info("%s", self.progress())
 
 

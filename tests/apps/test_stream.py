@@ -203,6 +203,23 @@ def test_file_stream_gives_the_demo_rows(setup, tmp_path):
     assert probe(tmp_path / "s.mp4") == (75, 320, 240, 25.0)
 
 
+def test_file_played_live_drops_or_scores_every_keyframe_and_finalises_outputs(setup, tmp_path):
+    """``--realtime on`` on a file: played at 25 fps after a warm-up keyframe, one keyframe in flight; every
+    keyframe is scored or counted as dropped, the annotated video has every frame."""
+    from stad.apps import stream
+
+    summary_path = tmp_path / "s.json"
+    assert stream.main(["--source", str(setup["video"]), "--realtime", "on", "--out", str(tmp_path / "s.mp4"),
+                        "--csv", str(tmp_path / "s.csv"), "--summary", str(summary_path), *setup["model"]]) == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["mode"] == "live" and summary["frames"] == 75 and summary["keyframes_planned"] == 3
+    assert summary["keyframes_done"] + summary["keyframes_dropped"] == 3 and summary["keyframes_done"] >= 1
+    assert summary["wall_seconds"] >= 2.9  # paced: 3 s of stream take 3 s
+    assert summary["ring_peak_frames"] <= summary["ring_capacity_frames"]
+    assert probe(tmp_path / "s.mp4")[:3] == (75, 320, 240)
+    assert {r[1] for r in _rows(tmp_path / "s.csv")} <= {"0000", "0001", "0002"}
+
+
 def test_pipe_stream_ends_cleanly_and_stall_and_truncation_keep_the_rows(setup, tmp_path):
     """Raw frames on stdin: to the end (exit 0); stalled after 2 s of frames and truncated after 2 s of frames
     (exit 3, one line naming stdin): the rows of the keyframes done before are there, equal to the full run's."""
