@@ -129,9 +129,36 @@ def _max_diffs(fns: dict, head, features, train: bool) -> dict[str, float]:
     return diffs
 
 
+def _timed_rounds(fns: dict, head, features, train: bool, rounds: int) -> tuple[dict, dict]:
+    """Wall and thread CPU seconds of each path, ``rounds`` times, interleaved (all paths see the same
+    load) in alternating order (forward, then reversed: none always runs right after the same one)."""
+    import torch
+
+    wall, cpu = {k: [] for k in fns}, {k: [] for k in fns}
+    for round_ in range(rounds):
+        for key in (list(fns) if round_ % 2 == 0 else list(fns)[::-1]):
+            head.zero_grad(set_to_none=True)
+            features.grad = None
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            out = fns[key]()
+            if train:
+                out.square().sum().backward()
+            wall[key].append(time.perf_counter() - start)
+            cpu[key].append(time.thread_time() - start_cpu)
+            del out
+    return wall, cpu
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def run_head(threads: int, repeats: int = 4) -> list[dict]:
-    """Batched ACAR head vs ACAR-Net's per-clip loop (and the loop given the same kernel choices),
-    interleaved best-of-``repeats`` runs (training: half as many), wall and thread CPU time."""
+    """Batched ACAR head vs ACAR-Net's per-clip loop (and the loop given the same kernels),
+    ``repeats`` interleaved rounds in alternating order (training: half as many, at least 3); best and
+    median of wall and thread CPU time, and the median of the per-round CPU-time ratios."""
     import torch
 
     from stad.models.heads import ACARHead, acar_per_clip_reference
@@ -146,26 +173,18 @@ def run_head(threads: int, repeats: int = 4) -> list[dict]:
         fns = {"batched": lambda: head(features, rois),
                "loop": lambda: acar_per_clip_reference(head, features, rois),
                "loop_fast": lambda: acar_per_clip_reference(head, features, rois, fast_kernels=True)}
-        wall, cpu = {k: [] for k in fns}, {k: [] for k in fns}
         with torch.set_grad_enabled(train), torch.inference_mode(not train):
             diffs = _max_diffs(fns, head, features, train)
-            for _ in range(max(2, repeats // 2) if train else repeats):  # interleaved: all paths see the same load
-                for key, fn in fns.items():
-                    head.zero_grad(set_to_none=True)
-                    features.grad = None
-                    start, start_cpu = time.perf_counter(), time.thread_time()
-                    out = fn()
-                    if train:
-                        out.square().sum().backward()
-                    wall[key].append(time.perf_counter() - start)
-                    cpu[key].append(time.thread_time() - start_cpu)
+            wall, cpu = _timed_rounds(fns, head, features, train, max(3, repeats // 2) if train else repeats)
         best, best_cpu = {k: min(v) for k, v in wall.items()}, {k: min(v) for k, v in cpu.items()}
+        ratios = [loop / batched for loop, batched in zip(cpu["loop"], cpu["batched"])]
         rows.append({"config": label, "batched_s": best["batched"], "loop_s": best["loop"],
                      "speedup": best["loop"] / best["batched"], "batched_cpu_s": best_cpu["batched"],
                      "loop_cpu_s": best_cpu["loop"], "speedup_cpu": best_cpu["loop"] / best_cpu["batched"],
                      "loop_fast_cpu_s": best_cpu["loop_fast"],
                      "speedup_cpu_fast": best_cpu["loop_fast"] / best_cpu["batched"],
-                     **diffs,
+                     "median_batched_cpu_s": _median(cpu["batched"]), "median_loop_cpu_s": _median(cpu["loop"]),
+                     "median_speedup_cpu": _median(ratios), **diffs,
                      "all_batched_cpu_s": cpu["batched"], "all_loop_cpu_s": cpu["loop"]})
     return rows
 
@@ -215,23 +234,25 @@ def format_section(backbones: list[dict], heads: list[dict], threads: int, iters
     if heads:
         load = heads[0].get("load_average")
         lines += ["\nACAR head (inference forward unless noted), 8 clips x 5 boxes, fused 2304x16x16 map (slow 2048x8x16x16 + "
-                  f"fast 256x32x16x16), best of {heads[0].get('repeats', 4)} (training: half as many, at least 2) "
-                  "interleaved runs; wall time and thread CPU time (the latter is robust to other jobs on the machine)"
+                  f"fast 256x32x16x16), {heads[0].get('repeats', 4)} rounds (training: half as many, at least 3), "
+                  "the paths interleaved in alternating order; best wall and thread CPU time (the latter is robust to "
+                  "other jobs on the machine), and the median of the per-round CPU-time ratios loop / batched"
                   + (f"; load average (1 min) {load[0]:.1f} at start, {load[1]:.1f} at end" if load else "") + ".",
                   "*loop* = ACAR-Net's per-clip head code on the same weights; *loop\\** = the same loop given the batched "
-                  "head's kernel choices (channels-last tensors, 1x1 convs through oneDNN), i.e. what batching, the conv1 "
-                  "split and the pooled last conv gain on their own. Diffs: max |batched - loop| of the logits and, when "
+                  "head's kernels (channels-last tensors, 3x3 convs through Winograd F(2x2,3x3)), i.e. what batching, the "
+                  "conv1 split and the pooled last conv gain on their own. Diffs: max |batched - loop| of the logits and, when "
                   "training, the worst gradient difference relative to that tensor's largest gradient, batched vs loop "
                   "and loop\\* vs loop (the latter shows the size of the difference rounding alone makes at the "
                   "max-pool and ReLU switches):\n",
                   "| head config | batched wall (s) | loop wall (s) | speed-up wall | batched CPU (s) | loop CPU (s) "
-                  "| speed-up CPU | loop\\* CPU (s) | speed-up CPU vs loop\\* | max abs diff | grad rel diff "
-                  "| grad rel diff loop\\* |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| speed-up CPU | median speed-up CPU | loop\\* CPU (s) | speed-up CPU vs loop\\* | max abs diff "
+                  "| grad rel diff | grad rel diff loop\\* |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in heads:
             grads = ["-" if g != g else f"{g:.1e}" for g in (r["grad_rel_diff_batched"], r["grad_rel_diff_loop_fast"])]
             lines.append(f"| {r['config']} | {r['batched_s']:.3f} | {r['loop_s']:.3f} | {r['speedup']:.2f}x | "
                          f"{r['batched_cpu_s']:.3f} | {r['loop_cpu_s']:.3f} | **{r['speedup_cpu']:.2f}x** | "
+                         f"**{r['median_speedup_cpu']:.2f}x** | "
                          f"{r['loop_fast_cpu_s']:.3f} | {r['speedup_cpu_fast']:.2f}x | {r['max_abs_diff']:.1e} | "
                          f"{grads[0]} | {grads[1]} |")
     if tiny:
@@ -249,7 +270,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=4,
-                        help="interleaved runs per path of the head benchmark, best kept (training: half, at least 2)")
+                        help="interleaved rounds of the head benchmark (training: half, at least 3)")
     parser.add_argument("--no-append", action="store_true")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one backbone, print JSON
     args = parser.parse_args()
