@@ -127,14 +127,15 @@ def _preset_of_config(config: dict) -> dict | None:
 def save_checkpoint(path: str | Path, *, epoch: int, model: torch.nn.Module, optimizer: Any = None,
                     scheduler: Any = None, scaler: Any = None, config: dict | None = None,
                     preset: dict | None = None, mid_epoch: dict | None = None,
-                    rng_ranks: list | None = None) -> Path:
+                    rng_ranks: list | None = None, bn_ranks: list | None = None) -> Path:
     """Write everything needed to resume after ``epoch``; atomic (temp file + rename).
 
     ``preset`` (a `ModelPreset.to_dict()`) defaults to the one the run ``config`` states
     (`builders.preset_from_config`): the weights carry their preprocessing, label map and activation.
     ``mid_epoch`` (``{"step", "iteration", "loss_total", "boxes"}``) marks a checkpoint taken inside
     epoch ``epoch`` after ``step`` of its optimizer steps; ``rng_ranks`` holds every rank's RNG state
-    (`gather_rng_states`), which a mid-epoch resume needs.
+    (`gather_rng_states`), which a mid-epoch resume needs; ``bn_ranks`` every rank's BatchNorm running
+    statistics (`gather_batchnorm_states`), restored per rank on resume.
     """
     if preset is None and config is not None:
         preset = _preset_of_config(config)
@@ -153,6 +154,8 @@ def save_checkpoint(path: str | Path, *, epoch: int, model: torch.nn.Module, opt
         state["mid_epoch"] = dict(mid_epoch)
     if rng_ranks is not None:
         state["rng_ranks"] = list(rng_ranks)
+    if bn_ranks is not None:
+        state["bn_ranks"] = list(bn_ranks)
     with atomic_open(path, "wb") as handle:
         torch.save(state, handle)
     return Path(path)
@@ -168,6 +171,46 @@ def gather_rng_states(ctx: Any) -> list | None:
     states: list = [None] * ctx.world_size
     dist.all_gather_object(states, own)  # a few KB per rank
     return states if ctx.is_main else None
+
+
+def batchnorm_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the running statistics of every BatchNorm layer of ``model`` (by state-dict key)."""
+    model = unwrap(model)
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            for key in ("running_mean", "running_var", "num_batches_tracked"):
+                value = getattr(module, key, None)
+                if value is not None:
+                    found[f"{name}.{key}" if name else key] = value.detach().cpu().clone()
+    return found
+
+
+def gather_batchnorm_states(ctx: Any, model: torch.nn.Module) -> list | None:
+    """Every rank's `batchnorm_buffers` on rank 0 (None elsewhere, and None without BatchNorm statistics or
+    with one rank: the model's state dict holds them); a collective: all ranks call it.
+
+    Ranks normalise their own batches, so with ``freeze_bn: False`` their running statistics differ;
+    the state dict keeps only rank 0's."""
+    import torch.distributed as dist
+
+    own = batchnorm_buffers(model)
+    if not own or not (ctx.distributed and ctx.world_size > 1):
+        return None
+    states: list = [None] * ctx.world_size
+    dist.all_gather_object(states, own)
+    return states if ctx.is_main else None
+
+
+def restore_batchnorm_state(model: torch.nn.Module, buffers: dict[str, torch.Tensor]) -> None:
+    """Copy ``buffers`` (from `batchnorm_buffers`) into ``model``'s BatchNorm statistics; every key must exist."""
+    own = dict(unwrap(model).named_buffers())
+    missing = sorted(set(buffers) - set(own))
+    if missing:
+        raise KeyError(f"BatchNorm statistics for unknown buffers: {', '.join(missing[:5])}")
+    with torch.no_grad():
+        for key, value in buffers.items():
+            own[key].copy_(value.to(own[key].device))
 
 
 def read_checkpoint_everywhere(ctx: Any, path: Path | None) -> tuple[Path | None, dict | None]:

@@ -159,6 +159,7 @@ def _resume(session: Session, state: dict, path: Path, optimizer: Any, schedule:
     """Restore a checkpoint; returns where to continue. Foreign (e.g. ACAR) files restore weights only."""
     ctx = session.ctx
     session.task.load_checked_weights(session.model, state, session.config, session.logger, str(path))
+    _restore_rank_batchnorm(session, state)
     if state.get("format") != ckpt.FORMAT:
         session.logger.warning("%s was not written by this engine: weights restored, optimizer state not", path)
         return ResumePoint(int(state.get("epoch", 0)) + 1)
@@ -194,6 +195,13 @@ def _resume_path(config: Config, resume: bool) -> Path | None:
         raise FileNotFoundError(f"resume_path: checkpoint not found: {config.resume_path} "
                                 f"(also looked under result_path {config.result_path})")
     return None
+
+
+def _restore_rank_batchnorm(session: Session, state: dict) -> None:
+    """This rank's own BatchNorm running statistics, when the checkpoint holds every rank's (same world size)."""
+    ranks = state.get("bn_ranks")
+    if ranks and len(ranks) == session.ctx.world_size and session.ctx.rank > 0:
+        ckpt.restore_batchnorm_state(session.model, ranks[session.ctx.rank])
 
 
 def _validate(session: Session, epoch: int) -> float | None:
@@ -243,10 +251,11 @@ def train(session: Session, resume: bool) -> None:
             every = train_cfg.save_every_iters
             if not every or iteration % every or (done == n_steps and _saves_epoch(train_cfg, epoch)):
                 return
-            rngs = ckpt.gather_rng_states(ctx)  # a collective: every rank's RNG state
+            rngs = ckpt.gather_rng_states(ctx)  # collectives: every rank's RNG state and BatchNorm statistics
+            bns = ckpt.gather_batchnorm_states(ctx, session.model)
             if ctx.is_main:
                 _save(session, ckpt.iter_checkpoint_path(config.result_path, epoch, iteration), epoch, states,
-                      prune=True, rng_ranks=rngs,
+                      prune=True, rng_ranks=rngs, bn_ranks=bns,
                       mid_epoch={"step": done, "iteration": iteration, "loss_total": totals[0], "boxes": totals[1]})
 
         bar = progress(n_steps, f"epoch {epoch}/{train_cfg.n_epochs}", ctx.is_main)
@@ -258,9 +267,11 @@ def train(session: Session, resume: bool) -> None:
         session.logger.info("epoch %d/%d: loss %.4f, lr %.3e", epoch, train_cfg.n_epochs, loss,
                             optimizer.param_groups[0]["lr"])
         session.writer.add("train/epoch_loss", loss, epoch)
-        if ctx.is_main and _saves_epoch(train_cfg, epoch):
-            _save(session, ckpt.checkpoint_path(config.result_path, epoch), epoch, states,
-                  prune=bool(train_cfg.save_every_iters))
+        if _saves_epoch(train_cfg, epoch):
+            bns = ckpt.gather_batchnorm_states(ctx, session.model)  # a collective
+            if ctx.is_main:
+                _save(session, ckpt.checkpoint_path(config.result_path, epoch), epoch, states,
+                      prune=bool(train_cfg.save_every_iters), bn_ranks=bns)
         barrier(ctx)
         if config.val is not None and epoch % train_cfg.val_freq == 0:
             _validate(session, epoch)
@@ -288,10 +299,10 @@ def run(ctx: DistContext, config: Config, resume: bool = False) -> None:
     session = _prepare(ctx, config)
     try:
         if config.evaluate:
-            path = _resume_path(config, resume)
+            # rank 0 chooses the weights; ranks without the file receive them (no shared filesystem needed)
+            path, state = ckpt.read_checkpoint_everywhere(ctx, _resume_path(config, resume) if ctx.is_main else None)
             epoch = 0
-            if path is not None:
-                state = ckpt.read_checkpoint(path)
+            if state is not None:
                 # the config's preprocessing must match the weights' preset (stored, or inferred from the keys)
                 session.task.load_checked_weights(session.model, state, config, session.logger, str(path))
                 epoch = int(state.get("epoch", 0))

@@ -1,20 +1,18 @@
 """Start-up check of what each rank must see on its own disk, for jobs spanning several nodes.
 
-Predictions reach rank 0 over torch.distributed, only rank 0 writes outputs, and a training run
-resumes from the checkpoint rank 0 chooses (broadcast to ranks without the file), so ``result_path``
-need not be shared. Each rank still reads, from its own filesystem: the dataset (annotation file,
-frames or videos) and the pretrained weights; an evaluation run (``evaluate: True``) also loads
-``resume_path``, or with ``--resume`` the newest checkpoint under its ``result_path``, on every rank. Before any model is built, every rank reports what it sees
+Predictions reach rank 0 over torch.distributed, only rank 0 writes outputs, and training and
+evaluation load the checkpoint rank 0 chooses (``resume_path``, or with ``--resume`` the newest one
+under rank 0's ``result_path``; broadcast to ranks without the file), so ``result_path`` need not be
+shared. Each rank still reads, from its own filesystem: the dataset (annotation file, frames or
+videos) and the pretrained weights. Before any model is built, every rank reports what it sees
 (`all_gather_object`, a few hundred bytes) and all ranks stop with the same `StorageError` naming the
 rank, host and file when a rank lacks what rank 0 has (what rank 0 lacks too is left to its
-preflight, which explains data errors in detail) or, for ``--resume``, when a rank would start from a
-different checkpoint than rank 0 (it would silently train from another epoch). Rank 0 also says
+preflight, which explains data errors in detail). Rank 0 also says
 whether ``result_path`` is shared with the other nodes (a probe file), so nobody looks for outputs
 on node 1.
 """
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import uuid
@@ -27,24 +25,17 @@ import torch.distributed as dist
 from stad.engine.distributed import DistContext
 
 
-def reads_checkpoint_on_every_rank(config: Any) -> bool:
-    """Training resumes from rank 0's choice (checkpoint.read_checkpoint_everywhere); evaluation
-    (runner.run) loads ``resume_path`` / the newest checkpoint on each rank from its own disk."""
-    return bool(config.evaluate)
-
-
 class StorageError(RuntimeError):
     """A rank cannot see a file the job needs on every rank (no shared filesystem, or a missing copy)."""
 
 
 @dataclass(frozen=True)
 class RankView:
-    """What one rank sees: its host, each needed input (key -> (path, exists)), its resume checkpoint."""
+    """What one rank sees: its host and each needed input (key -> (path, exists))."""
 
     rank: int
     host: str
     inputs: dict[str, tuple[str, bool]] = field(default_factory=dict)
-    resume: tuple[str, int] | None = None  # (path relative to result_path, size in bytes)
     sees_probe: bool = True  # rank 0's probe file is visible under this rank's result_path
 
 
@@ -71,29 +62,13 @@ def needed_inputs(config: Any) -> dict[str, str]:
                     walk(value, where)
 
     walk(data, "")
-    if config.resume_path and reads_checkpoint_on_every_rank(config):
-        out["resume_path"] = str(config.resume_path)
     return out
 
 
-def _exists(key: str, path: str, result_path: str) -> bool:
-    if Path(path).exists():
-        return True
-    # resume_path is also tried under result_path (runner._resume_path)
-    return key == "resume_path" and (Path(result_path) / path).exists()
-
-
-def local_view(rank: int, config: Any, resume: bool, probe: str | None) -> RankView:
-    from stad.engine import checkpoint as ckpt
-
-    inputs = {key: (path, _exists(key, path, config.result_path)) for key, path in needed_inputs(config).items()}
-    checkpoint = None
-    if resume and reads_checkpoint_on_every_rank(config):
-        latest = ckpt.latest_checkpoint(config.result_path)
-        if latest is not None:
-            checkpoint = (os.path.relpath(latest, config.result_path), latest.stat().st_size)
+def local_view(rank: int, config: Any, probe: str | None) -> RankView:
+    inputs = {key: (path, Path(path).exists()) for key, path in needed_inputs(config).items()}
     sees = probe is None or (Path(config.result_path) / probe).exists()
-    return RankView(rank, socket.gethostname(), inputs, checkpoint, sees)
+    return RankView(rank, socket.gethostname(), inputs, sees)
 
 
 def problems(views: list[RankView]) -> list[str]:
@@ -106,17 +81,10 @@ def problems(views: list[RankView]) -> list[str]:
                    if not ok and main.inputs.get(key, (path, False))[1]]
         if missing:
             out.append(f"rank {view.rank} (host {view.host}) cannot read {', '.join(missing)}")
-    for view in views[1:]:
-        if view.resume != main.resume:
-            theirs = f"{view.resume[0]} ({view.resume[1]} bytes)" if view.resume else "no checkpoint"
-            mine = f"{main.resume[0]} ({main.resume[1]} bytes)" if main.resume else "no checkpoint"
-            out.append(f"--resume: rank 0 (host {main.host}) finds {mine} under its result_path, rank {view.rank} "
-                       f"(host {view.host}) finds {theirs}; evaluation loads the checkpoint on every rank, so "
-                       f"result_path must be on storage all nodes share (or hold the same checkpoints on each)")
     return out
 
 
-def check_storage(ctx: DistContext, config: Any, resume: bool = False) -> list[RankView]:
+def check_storage(ctx: DistContext, config: Any) -> list[RankView]:
     """Gather every rank's `RankView`; raise `StorageError` on all ranks if any input is missing."""
     if not (ctx.distributed and ctx.world_size > 1):
         return []
@@ -129,7 +97,7 @@ def check_storage(ctx: DistContext, config: Any, resume: bool = False) -> list[R
     dist.broadcast_object_list(holder, src=0)
     views: list[Any] = [None] * ctx.world_size
     try:
-        dist.all_gather_object(views, local_view(ctx.rank, config, resume, holder[0]))
+        dist.all_gather_object(views, local_view(ctx.rank, config, holder[0]))
     finally:
         if ctx.is_main:
             (Path(config.result_path) / probe).unlink(missing_ok=True)
@@ -150,5 +118,5 @@ def run_checked(ctx: DistContext, config: Any, resume: bool = False) -> None:
     """What main.py runs on each rank: the storage check, then `stad.engine.runner.run`."""
     from stad.engine.runner import run
 
-    check_storage(ctx, config, resume)
+    check_storage(ctx, config)
     run(ctx, config, resume)

@@ -173,3 +173,38 @@ def test_a_node_missing_an_input_stops_every_node_with_a_storage_error(toy, tmp_
     assert f"rank 1 (host {os.uname().nodename}) cannot read val.annotation_path={tmp_path}/absent_on_node1.pkl" \
         in errors[0]
     assert not (tmp_path / "node0" / "out_node0" / "predict_epoch0.csv").exists()
+
+
+def test_two_nodes_evaluate_weights_only_node_0_has(toy, tmp_path):
+    """Evaluation without shared storage: ``resume_path`` exists on node 0 only; rank 0 broadcasts it, and the
+    CSV equals one process evaluating the same weights."""
+    import torch
+
+    from stad.config import load_config
+    from stad.engine import checkpoint as ckpt
+    from stad.engine.builders import build_model
+
+    config = load_config(TOY_CONFIG, _eval_overrides(toy, "unused"))
+    torch.manual_seed(7)
+    weights = tmp_path / "weights.pth"
+    ckpt.save_checkpoint(weights, epoch=5, model=build_model(config))
+    one = tmp_path / "one"
+    one.mkdir()
+    _run([sys.executable, MAIN, "--config", str(TOY_CONFIG), "--master_port", str(_free_port()),
+          *_args(_eval_overrides(toy, "runs/one") + [f"resume_path={weights}"])], one)
+    reference = (one / "runs" / "one" / "predict_epoch5.csv").read_text()
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        folder = tmp_path / f"node{rank}"
+        folder.mkdir()
+        if rank == 0:
+            (folder / "weights.pth").write_bytes(weights.read_bytes())
+        cmd = _node_command(rank, port, f"out_node{rank}", toy, "--set", "resume_path=weights.pth")
+        procs.append(subprocess.Popen(cmd, cwd=folder, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, stdin=subprocess.DEVNULL, start_new_session=True))
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, f"{out[-2000:]}\n{err[-3000:]}"
+    assert (tmp_path / "node0" / "out_node0" / "predict_epoch5.csv").read_text() == reference
+    assert "rank(s) lack" in (tmp_path / "node0" / "out_node0" / "log.txt").read_text()

@@ -42,6 +42,10 @@ def test_kill_9_mid_epoch_then_resume_matches_uninterrupted(toy, tmp_path):
     _kill_at(_command(2, _data_overrides(toy, cut) + saving), ckpt.iter_checkpoint_path(cut, epoch, iteration))
     mids = [p.name for p in ckpt.list_checkpoints(cut) if "_iter" in p.name]
     assert 1 <= len(mids) <= 2, mids  # keep_last
+    # every rank's BatchNorm statistics are in it (freeze_bn: False): the ranks normalised different batches
+    bn = ckpt.read_checkpoint(ckpt.iter_checkpoint_path(cut, epoch, iteration))["bn_ranks"]
+    assert len(bn) == 2 and bn[0].keys() == bn[1].keys() and bn[0]
+    assert any(not torch.equal(bn[0][k], bn[1][k]) for k in bn[0] if k.endswith("running_mean"))
     resumed = _main(2, _data_overrides(toy, cut) + saving, "--resume")
     log = (cut / "log.txt").read_text()
     assert "resumed from" in resumed.stdout + log
@@ -105,3 +109,19 @@ def test_resumable_sampler_skips_and_seeds(tmp_path):
     assert torch.equal(torch.get_rng_state(), before)  # the caller's stream is untouched
     assert wrapped.__getitems__([(3, 11), (4, 12)]) == one
     assert wrapped.__getitems__([(3, 99), (4, 12)]) != one
+
+
+def test_batchnorm_statistics_round_trip():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.BatchNorm2d(4, affine=False))
+    model.train()
+    model(torch.randn(2, 3, 5, 5))
+    saved = ckpt.batchnorm_buffers(model)
+    assert sorted(saved) == [f"{i}.{k}" for i in (1, 2) for k in ("num_batches_tracked", "running_mean", "running_var")]
+    fresh = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.BatchNorm2d(4, affine=False))
+    ckpt.restore_batchnorm_state(fresh, saved)
+    for key, value in saved.items():
+        assert torch.equal(dict(fresh.named_buffers())[key], value)
+    import pytest
+
+    with pytest.raises(KeyError, match="unknown buffers: 9.running_mean"):
+        ckpt.restore_batchnorm_state(fresh, {"9.running_mean": torch.zeros(4)})
