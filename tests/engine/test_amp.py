@@ -97,3 +97,30 @@ def test_one_bf16_training_step_on_cpu(toy, tmp_path):
         results[amp] = result.loss
     assert results["bf16"] != results["off"]
     assert abs(results["bf16"] - results["off"]) < 0.05 * abs(results["off"])
+
+
+def test_fp16_steps_with_a_grad_scaler_skip_overflows(toy, tmp_path):
+    """The fp16 path (CUDA in real runs) exercised on the CPU, which autocasts to float16 as well: the loss is
+    scaled, gradients are unscaled before clipping, and a step whose scaled gradients overflow is skipped
+    (weights unchanged) while the scale backs off; the next step trains."""
+    config = _tiny_config(toy, tmp_path, "train.batch_size=2")
+    dataset = builders.build_dataset(config, config.train, train=True)
+    batch = builders.collate([dataset[0], dataset[1]])
+    criterion, _ = builders.build_criterion(config)
+    ckpt.seed_everything(0)
+    model = builders.build_model(config)
+    optimizer = build_optimizer(model.parameters(), config.train.optimizer, 1e-3)
+    schedule = WarmupLRSchedule(optimizer, config.train.scheduler, 1, 4)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 120, enabled=True)  # overflows float32 gradients too
+    trainer = Trainer(DistContext(), model, criterion, optimizer, schedule, scaler, freeze_bn=False, grad_clip=5.0)
+    trainer.amp_dtype = torch.float16  # amp_dtype("fp16") insists on CUDA; the step itself does not care
+    start = {k: v.clone() for k, v in model.named_parameters()}
+    trainer.step([batch], 0)
+    assert all(torch.equal(v, start[k]) for k, v in model.named_parameters())  # skipped: inf gradients
+    assert scaler.get_scale() == 2.0 ** 119  # backed off by the default factor 0.5
+    scaler.update(2.0 ** 8)  # a sane scale
+    result = trainer.step([batch], 1)
+    assert result is not None and np.isfinite(result.loss)
+    assert sum(not torch.equal(v, start[k]) for k, v in model.named_parameters()) > 10
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    assert scaler.state_dict()["scale"] == 2.0 ** 8  # what the checkpoint stores and a resume restores
