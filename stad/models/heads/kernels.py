@@ -13,7 +13,7 @@ Over all tiles and channels the elementwise product is 16 matrix products ``[til
 convolution; the transforms are two small GEMMs (16x16 and 4x16) over the data. Convolutions that
 read the same input (HR2O's q, k and v) share the input transform and one GEMM.
 
-It is the same linear map as ``F.conv2d`` (exact in real arithmetic: tested in float64 to 1e-12);
+It is the same linear map as ``F.conv2d`` (exact in real arithmetic: tested in float64 to 1e-10);
 in float32 the rounding differs from oneDNN's direct convolution by a few 1e-7 relative. The choice
 is static, by shape (:func:`use_winograd`), not by timing the host, so a given model takes the same
 path on every machine; small channel counts (the toy demo's 64-channel head) keep ``F.conv2d``,
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 # minimal channel count (input and output) for the Winograd path: below ~256 the transforms cost
-# more than the multiply-adds they save (bench/RESULTS.md, "Winograd 3x3 convolutions")
+# more than the multiply-adds they save (bench/RESULTS.md, "Batched ACAR head: Winograd 3x3 convolutions")
 WINOGRAD_MIN_CHANNELS = 256
 # boxes are transformed and multiplied in chunks whose largest Winograd tensor stays under this
 # size: the tiles of all 40 boxes of the benchmark (64 MB for conv2) spill the caches, ~20 % slower
@@ -46,8 +46,9 @@ def _kron(rows: list[list[float]], like: torch.Tensor) -> torch.Tensor:
 def conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Bias-free 1x1 convolution: x [B, C_in, H, W], weight [C_out, C_in] or [C_out, C_in, 1, 1] -> [B, C_out, H, W].
 
-    Plain ``F.conv2d``: PyTorch's own dispatch (one GEMM per clip for a contiguous input on one
-    thread, oneDNN otherwise). No dispatch tricks: which backend is faster depends on the CPU.
+    Plain ``F.conv2d``: PyTorch's own dispatch (on one thread and fewer than 16 clips one GEMM per
+    clip, else oneDNN). No steering (the head used to pass ``dilation=2`` to force oneDNN): which
+    backend is faster depends on the CPU, and PyTorch's choice was the faster one on the Intel host.
     """
     return F.conv2d(x, weight.reshape(weight.shape[0], -1, 1, 1))
 
