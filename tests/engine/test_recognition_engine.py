@@ -128,3 +128,33 @@ def test_linear_probe_caches_features_once(data, tmp_path):
     log = (tmp_path / "probe2" / "log.txt").read_text()
     assert log.count("from the cache") == 2 and "computed in" not in log
     assert np.allclose(_scores(tmp_path / "probe2", 2)[1], first, atol=1e-5)
+
+
+@pytest.mark.parametrize("finetune, trainable", [
+    ({"mode": "linear_probe"}, lambda n: n.startswith("head.")),
+    ({"mode": "partial", "last_blocks": 1}, lambda n: n.startswith(("head.", "backbone.blocks.1.", "backbone.norm."))),
+    ({"mode": "lora"}, lambda n: n.startswith("head.") or n.endswith(("lora_a", "lora_b"))),
+])
+def test_finetune_modes_apply_to_the_recognizer(data, tmp_path, finetune, trainable):
+    from stad.engine import builders, recognition
+
+    config = _config(data, tmp_path / "r")
+    config["model"]["backbone"] = {"arch": "vit_tiny", "kwargs": {"img_size": 32, "num_frames": 4}}
+    config["model"]["finetune"] = finetune
+    cfg = config_from_dict(config)
+    model = recognition.build_model(cfg)
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names and names == {n for n, _ in model.named_parameters() if trainable(n)}
+    assert sum(p.numel() for p in builders.optimizer_params(model, cfg)) == sum(
+        p.numel() for n, p in model.named_parameters() if n in names)
+
+
+def test_layer_decay_groups_scale_vit_layers(data, tmp_path):
+    from stad.engine import builders, recognition
+
+    config = _config(data, tmp_path / "r")
+    config["model"]["backbone"] = {"arch": "vit_tiny", "kwargs": {"img_size": 32, "num_frames": 4}}
+    config["model"]["finetune"] = {"mode": "full", "layer_decay": 0.5}
+    cfg = config_from_dict(config)
+    groups = builders.optimizer_params(recognition.build_model(cfg), cfg)
+    assert sorted({g["lr_scale"] for g in groups}) == [0.125, 0.25, 0.5, 1.0]  # vit_tiny: 2 blocks + embed + head
