@@ -73,7 +73,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                                             "OpenCV with GUI support)")
     parser.add_argument("--jsonl", help="also write one JSON object per keyframe (boxes, ids, scores)")
     parser.add_argument("--summary", help="write the run's counts and per-stage latency as JSON")
-    parser.add_argument("--log-every", type=float, default=10.0, help="seconds between progress lines (default 10)")
+    parser.add_argument("--log-every", type=float, default=10.0,
+                        help="seconds between progress lines (default 10; --no-progress: none, the final one stays)")
     add_model_arguments(parser)
     parser.set_defaults(boxes=None, snapshot=None, snapshot_scale=1.0)
     return parser.parse_args(argv)
@@ -306,7 +307,7 @@ def run(args: argparse.Namespace) -> tuple[dict, BaseException | None]:
         predictor = load_model(args)
         boxes_for, _, _ = box_finder(args, source.video_id)
         engine = StreamEngine(predictor, source.video_id, boxes_for, source.fps, live=live, model_fps=args.model_fps,
-                              log_interval=args.log_every, name=source.name)
+                              log_interval=None if args.no_progress else args.log_every, name=source.name)
         if live:
             _warm_up(engine, source)
         inputs = _frames_and_plans(args, source, engine, predictor, live)

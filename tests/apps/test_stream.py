@@ -141,6 +141,33 @@ def test_raw_stdin_reader_rgb_bgr_truncation_and_stall(tmp_path):
         open_source(str(tmp_path / "nope.mp4"))
 
 
+def test_annotator_bounds_waiting_frames_and_forgets_old_overlays():
+    """Live drawing: at most ``max_pending`` frames wait for a keyframe; overlays behind the drawn frames go."""
+    from stad.apps.visualize import Overlay, StreamingAnnotator
+
+    class Sink:
+        frames_written = 0
+
+        def write(self, frame):
+            self.frames_written += 1
+
+        close = abort = lambda self: None
+
+    annotator = StreamingAnnotator(Sink(), 8, 6, 5, "v", max_pending=5)
+    frame = np.zeros((6, 8, 3), np.uint8)
+    for index in range(20):  # no keyframe scored yet (a slow model): the oldest frames are drawn anyway
+        annotator.add_frame(index, frame)
+        assert len(annotator.frames) <= 5
+    assert annotator.writer.frames_written == 15
+    box = Boxes(np.array([[0.1, 0.1, 0.5, 0.5]], np.float32))
+    for index in range(20, 200):
+        annotator.add_frame(index, frame)
+        if index % 5 == 0:
+            annotator.add_overlay(Overlay(index / 5, box))
+        assert len(annotator.overlays) <= 3
+    assert annotator.close() == 200
+
+
 class _SlowPredictor:
     """A predictor whose action stage takes ``delay`` s more (the back-pressure tests)."""
 
