@@ -38,12 +38,13 @@ import json
 import logging
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
 from stad.apps.demo import (add_model_arguments, add_output_arguments, box_finder, csv_labelmap_path, load_model,
-                            overlay_for)
-from stad.apps.visualize import StreamingAnnotator
+                            overlay_for, write_csv_labelmap)
+from stad.apps.visualize import Mp4Writer, StreamingAnnotator
 from stad.cli import EXIT_INTERRUPTED, run_cli
 
 LOGGER = logging.getLogger("stad.apps.stream")
@@ -94,8 +95,6 @@ class RowWriter:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self.handles[key] = open(path, "w", encoding="utf-8", newline="\n")
         if csv_path:
-            from stad.apps.demo import write_csv_labelmap
-
             write_csv_labelmap(csv_path, labelmap)
 
     def write(self, result: Any) -> None:
@@ -177,15 +176,11 @@ class TeeSink:
 def _annotator(args: argparse.Namespace, source: Any, live: bool, ring_capacity: int) -> StreamingAnnotator | None:
     """The drawing of ``--out`` / ``--show`` (None without either); live: at most the ring plus two
     keyframe intervals of frames wait for their keyframe's scores."""
-    from stad.apps.visualize import Mp4Writer
-
     sinks = ([Mp4Writer(args.out, source.width, source.height, source.fps)] if args.out else []) + \
             ([WindowSink(f"stad.stream {source.name}")] if args.show else [])
     if not sinks:
         return None
     pending = ring_capacity + int(2 * args.every * source.fps) if live else None
-    from fractions import Fraction
-
     return StreamingAnnotator(sinks[0] if len(sinks) == 1 else TeeSink(sinks), source.width, source.height,
                               Fraction(source.fps).limit_denominator(1001), source.video_id, args.every,
                               max_pending=pending)
@@ -224,8 +219,6 @@ def _open(args: argparse.Namespace):
 def _frames_and_plans(args: argparse.Namespace, source: Any, engine: Any, predictor: Any, live: bool) -> tuple:
     """(frames, keyframe plans, whether the plans are finite). A whole file gets `stad.demo`'s plans
     (its header's frame count); anything else keyframes every ``--every`` s until the frames end."""
-    from fractions import Fraction
-
     from stad.data.video import VideoInfo
     from stad.engine.streaming import paced
 
