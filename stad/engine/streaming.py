@@ -157,6 +157,9 @@ class KeyframeScheduler:
 
     def advance(self, index: int) -> None:
         while self._next is not None and int(self._next.clip.min()) <= index:
+            if int(self._next.clip.min()) < index:  # its first frames went by unreserved: plans out of order
+                raise ValueError(f"keyframe plans must come in time order: keyframe {self._next.timestamp} s "
+                                 "follows a later one")
             self.ring.reserve(self._next)
             self.active.append(self._pop_next())
 

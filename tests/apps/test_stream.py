@@ -297,3 +297,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         assert stream.main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith(message) and not any("Traceback" in line for line in err), err
+
+
+def test_plans_out_of_time_order_are_an_error_not_wrong_clips():
+    plans = [p for _, p in zip(range(3), live_plans(4, 4, 30.0, 25))]
+    ring = ClipRing(clip_span_frames(4, 4, 30.0, 25))
+    scheduler = KeyframeScheduler([plans[2], plans[1]], ring, finite=True)
+    with pytest.raises(ValueError, match="time order: keyframe 1 s follows a later one"):
+        for index in range(80):
+            scheduler.advance(index)
+            ring.push(index, np.zeros((2, 2, 3), np.uint8))
