@@ -247,6 +247,48 @@ def test_file_played_live_drops_or_scores_every_keyframe_and_finalises_outputs(s
     assert {r[1] for r in _rows(tmp_path / "s.csv")} <= {"0000", "0001", "0002"}
 
 
+@pytest.fixture
+def http_stream(setup, tmp_path):
+    """The test frames as H.264 in MPEG-TS (streamable without range requests) served by a local HTTP server."""
+    import functools
+    import http.server
+
+    import av
+
+    with av.open(str(tmp_path / "cam.ts"), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
+        for frame in setup["frames"]:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        container.mux(stream.encode())
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/cam.ts"
+    server.shutdown()
+
+
+def test_http_source_is_live_and_drops_what_the_model_cannot_take(setup, http_stream, tmp_path):
+    """A network stream (OpenCV's FFmpeg backend): live mode by default; frames come faster than real time
+    here, so keyframes ready while the model is busy are dropped, each counted."""
+    from stad.apps import stream
+
+    source = open_source(http_stream, stall_timeout=5)
+    assert (source.live, source.fps, source.width, source.height, source.video_id) == (True, 25.0, 320, 240, "cam")
+    assert sum(1 for _ in source.frames) == 75
+    source.close()
+    summary_path = tmp_path / "s.json"
+    assert stream.main(["--source", http_stream, "--csv", str(tmp_path / "s.csv"), "--summary", str(summary_path),
+                        *setup["model"]]) == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["mode"] == "live" and summary["frames"] == 75 and summary["keyframes_planned"] == 3
+    assert summary["keyframes_done"] >= 1 and summary["keyframes_done"] + summary["keyframes_dropped"] == 3
+
+
 def test_pipe_stream_ends_cleanly_and_stall_and_truncation_keep_the_rows(setup, tmp_path):
     """Raw frames on stdin: to the end (exit 0); stalled after 2 s of frames and truncated after 2 s of frames
     (exit 3, one line naming stdin): the rows of the keyframes done before are there, equal to the full run's."""
