@@ -106,9 +106,12 @@ def test_preflight_reports_every_problem_with_file_and_line(tmp_path):
 
 def test_preflight_frames_counts_and_config_dispatch(tmp_path):
     list_path = write_frames_set(tmp_path, [0, 1, 2], n_frames=4)
-    list_path.write_text(list_path.read_text().replace("v2 4 2", "v2 9 2"))
+    (tmp_path / "frames" / "hollow").mkdir()
+    list_path.write_text(list_path.read_text().replace("v2 4 2", "v2 9 2") + "hollow 4 0\n")
     report = validate.validate_recognition_split(list_path, tmp_path / "frames", _rec())
-    assert report.codes == {"missing-frames"} and f"{list_path}:3: the line says 9 frames" in report.format()
+    assert report.codes == {"missing-frames", "empty-video"}
+    assert f"{list_path}:3: the line says 9 frames" in report.format()
+    assert f"{list_path}:4: {tmp_path / 'frames' / 'hollow'} holds no frames" in report.format()
     split = SimpleNamespace(annotation_path=str(list_path), root_path=str(tmp_path / "frames"))
     config = SimpleNamespace(task="recognition", recognition=_rec(), train=split, val=None, evaluate=False)
     with pytest.raises(validate.DatasetValidationError, match=r"list_frames.txt:3"):
