@@ -87,6 +87,19 @@ def check_config(config: Config) -> None:
         check_kwargs("train.optimizer.kwargs", optimizer, config.train.optimizer.kwargs, reserved=("params", "lr"))
 
 
+def check_weight_files(config: Config) -> None:
+    """Every ``pretrain.path`` the config names is a file on this rank's disk. Checked by each rank at
+    start-up (after the cross-rank storage check), not at load time, so configs naming weights that
+    another stage will write still load; data files are the preflight's (`stad.data.validate`)."""
+    from pathlib import Path
+
+    from stad.engine.storage import needed_inputs
+
+    for key, path in needed_inputs(config).items():
+        if key.endswith("pretrain.path") and not Path(path).is_file():
+            raise ConfigError(f"{key}: weights file not found: {path}")
+
+
 def _entry(where: str, name: str, kind: str) -> Callable:
     from stad.models.registry import get_entry
 

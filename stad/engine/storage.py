@@ -115,8 +115,10 @@ def check_storage(ctx: DistContext, config: Any) -> list[RankView]:
 
 
 def run_checked(ctx: DistContext, config: Any, resume: bool = False) -> None:
-    """What main.py runs on each rank: the storage check, then `stad.engine.runner.run`."""
+    """What main.py runs on each rank: the storage check, the weight files, then `stad.engine.runner.run`."""
+    from stad.engine.config_check import check_weight_files
     from stad.engine.runner import run
 
     check_storage(ctx, config)
+    check_weight_files(config)  # a ConfigError naming the key, instead of a traceback from the loader
     run(ctx, config, resume)

@@ -59,3 +59,30 @@ def test_accepted_names_follows_a_factory_to_the_class_it_returns():
     check_kwargs("x", target, {"a": 1, "b": 2})
     with pytest.raises(ConfigError, match=r"unknown key 'x.c' \(target does not take it\); valid keys: a, b"):
         check_kwargs("x", target, {"c": 1})
+
+
+def test_a_missing_weights_file_is_a_config_error_naming_its_key_before_any_model_is_built(tmp_path, monkeypatch):
+    from stad.engine import runner
+    from stad.engine.config_check import check_weight_files
+    from stad.engine.distributed import DistContext
+    from stad.engine.storage import run_checked
+
+    recognition = ROOT / "configs" / "toy" / "recognition_finetune.yaml"
+    missing = tmp_path / "absent.pth"
+    config = load_config(recognition, [f"model.backbone.pretrain.path={missing}"])
+    check_config(config)  # loads: the file may be written by an earlier stage
+    with pytest.raises(ConfigError, match=f"model.backbone.pretrain.path: weights file not found: {missing}"):
+        check_weight_files(config)
+
+    ran = []
+    monkeypatch.setattr(runner, "run", lambda *args: ran.append(args))
+    with pytest.raises(ConfigError, match="model.backbone.pretrain.path"):
+        run_checked(DistContext(), config)
+    assert ran == []  # stopped before the runner built anything
+
+    missing.write_bytes(b"")  # present: the loader, not this check, judges its contents
+    run_checked(DistContext(), config)
+    assert len(ran) == 1
+    whole = load_config(ROOT / "configs" / "toy" / "demo_linear.yaml", [f"pretrain.path={tmp_path / 'none.pth'}"])
+    with pytest.raises(ConfigError, match=r"^pretrain.path: weights file not found"):
+        check_weight_files(whole)
