@@ -111,6 +111,28 @@ def test_one_and_two_processes_score_alike_and_resume_is_exact(data, tmp_path):
     assert np.array_equal(_scores(cut, 2)[1], scores)
 
 
+def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_scores(data, tmp_path):
+    from stad.engine import checkpoint as ckpt
+    from tests.engine.test_resume_mid_epoch import _kill_at
+
+    def config(result: Path, **train) -> dict:
+        base = _config(data, result)  # batch 2: 4 optimizer steps per epoch, 8 in all
+        return {**base, "train": {**base["train"], "batch_size": 2, **train}}
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    _main(config(full), 1)
+    saving = config(cut, save_every_iters=1, keep_last=2)
+    path = Path(saving["result_path"] + ".yaml")
+    path.write_text(yaml.safe_dump(saving))
+    _kill_at([sys.executable, "main.py", "--config", str(path), "--nproc_per_node", "1",
+              "--master_port", str(_free_port())], ckpt.iter_checkpoint_path(cut, 2, 6))  # step 2 of epoch 2
+    assert not (cut / "scores_epoch2.csv").exists()
+    _main(saving, 1, "--resume")
+    assert ", step " in (cut / "log.txt").read_text()  # resumed inside epoch 2
+    assert np.array_equal(_scores(cut, 2)[1], _scores(full, 2)[1])
+    assert [p.name for p in ckpt.list_checkpoints(cut)][-1] == "ckpt_2.pth"
+
+
 def test_linear_probe_caches_features_once(data, tmp_path):
     result = tmp_path / "probe"
     config = _config(data, result)
