@@ -68,6 +68,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
                         help="seconds without a frame after which stdin / a live source counts as failed (exit 3; "
                              f"default {DEFAULT_STALL_TIMEOUT:g})")
+    parser.add_argument("--reconnect", type=int, default=0, metavar="N",
+                        help="camera / network source: reopen it up to N consecutive times when it ends or fails "
+                             "(the count restarts once frames flow again; default 0: the stream ends there)")
+    parser.add_argument("--reconnect-wait", type=float, default=2.0, metavar="S",
+                        help="seconds before each reconnect attempt (default 2)")
     parser.add_argument("--duration", type=float, help="stop after this many seconds of stream")
     add_output_arguments(parser, out_required=False)
     parser.add_argument("--show", action="store_true", help="show the annotated frames in a window (needs an "
@@ -213,7 +218,7 @@ def _open(args: argparse.Namespace):
     size = parse_size(args.size) if args.size else None
     timeout = None if source_kind(args.source) == "file" else args.stall_timeout
     return open_source(args.source, size=size, fps=args.fps, pixel_format=args.pixel_format, stall_timeout=timeout,
-                       video_id=args.video_id)
+                       video_id=args.video_id, reconnect=args.reconnect, reconnect_wait=args.reconnect_wait)
 
 
 def _frames_and_plans(args: argparse.Namespace, source: Any, engine: Any, predictor: Any, live: bool) -> tuple:
@@ -314,7 +319,7 @@ def run(args: argparse.Namespace) -> tuple[dict, BaseException | None]:
     memory.append([round(engine.stats.wall_seconds, 2), *_sample(engine)[1:]])
     summary = {"source": source.name, "video_id": source.video_id, "mode": "live" if live else "offline",
                "size": [source.width, source.height], **engine.stats.to_dict(), "stages": engine.times.summary(),
-               "csv_rows": rows.rows, "action_runtime": predictor.runtime,
+               "csv_rows": rows.rows, "action_runtime": predictor.runtime, "reconnects": source.reconnects,
                "ended": "end of stream" if failure is None else
                "interrupted" if isinstance(failure, KeyboardInterrupt) else str(failure),
                "samples": {"columns": ["wall_s", "stream_s", "keyframes_done", "rss_mb"], "rows": memory},

@@ -38,7 +38,8 @@ class SourceFailure(RuntimeError):
     """A source that stopped abnormally after opening (stall, truncated or undecodable frame).
 
     Attributes:
-        reason: "stalled", "truncated" or "decode".
+        reason: "stalled", "truncated", "decode", "disconnected" (reopening failed) or "resized" (a
+            reopened stream of another frame size).
         frames: frames the source delivered before failing.
     """
 
@@ -57,6 +58,7 @@ class FrameSource:
         live: whether frames arrive in real time whatever we do (network, camera): the consumer must
             keep up or drop work; num_frames: the header's frame count of a file, else None.
         path: the file of a file source (None otherwise).
+        reconnects: how often a camera / network source was reopened so far (``open_source(reconnect=N)``).
     """
 
     name: str
@@ -69,6 +71,7 @@ class FrameSource:
     num_frames: int | None = None
     path: Path | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
+    reconnects: int = 0  # times a live source was reopened after it ended or failed (``reconnect``)
 
     def close(self) -> None:
         """Release the decoder / capture (idempotent)."""
@@ -100,12 +103,15 @@ def source_kind(spec: str) -> str:
 
 def open_source(spec: str, *, size: tuple[int, int] | None = None, fps: float | None = None,
                 pixel_format: str = "bgr24", stall_timeout: float | None = None,
-                stdin: BinaryIO | None = None, video_id: str | None = None) -> FrameSource:
+                stdin: BinaryIO | None = None, video_id: str | None = None, reconnect: int = 0,
+                reconnect_wait: float = 2.0) -> FrameSource:
     """Open ``spec`` (a path, a URL, a camera index, or ``-`` for raw frames on ``stdin``).
 
     ``size`` (width, height) and ``fps`` are required for ``-`` and override a camera's / stream's
     reported rate; ``pixel_format``: the raw frames' byte order (bgr24 or rgb24). ``stall_timeout``:
     seconds without a frame after which a live source or stdin fails (`SourceFailure`); None: wait forever.
+    ``reconnect``: for a camera or network source, how many consecutive times to reopen it, ``reconnect_wait``
+    seconds apart, when it ends or fails (the count starts again once frames flow); 0: never.
     """
     if pixel_format not in PIXEL_FORMATS:
         raise StreamSourceError(f"--pixel-format {pixel_format!r}: expected one of {', '.join(PIXEL_FORMATS)}")
@@ -113,7 +119,11 @@ def open_source(spec: str, *, size: tuple[int, int] | None = None, fps: float | 
         raise StreamSourceError(f"--fps {fps}: must be positive")
     if stall_timeout is not None and not stall_timeout > 0:
         raise StreamSourceError(f"--stall-timeout {stall_timeout}: must be positive")
+    if reconnect < 0 or reconnect_wait < 0:
+        raise StreamSourceError(f"--reconnect {reconnect} / --reconnect-wait {reconnect_wait:g}: must not be negative")
     kind = source_kind(spec)
+    if reconnect and kind in ("stdin", "file"):
+        raise StreamSourceError(f"--reconnect applies to cameras and network streams, not to {spec!r}")
     if kind == "stdin":
         if size is None or fps is None:
             raise StreamSourceError("--source -: raw frames on stdin need --size WxH and --fps F")
@@ -123,7 +133,12 @@ def open_source(spec: str, *, size: tuple[int, int] | None = None, fps: float | 
                            closers=[handle.close] if stdin is None else [])
     if kind == "file":
         return _open_file(Path(spec), video_id)
-    return _open_capture(spec, kind, fps, stall_timeout, video_id)
+    source = _open_capture(spec, kind, fps, stall_timeout, video_id)
+    if reconnect:
+        source.frames = _reconnecting(source, source.frames,
+                                      lambda: _open_capture(spec, kind, fps, stall_timeout, video_id),
+                                      reconnect, reconnect_wait)
+    return source
 
 
 def _open_file(path: Path, video_id: str | None) -> FrameSource:
@@ -250,3 +265,57 @@ def _with_stall_timeout(frames: Iterator[np.ndarray], timeout: float, name: str)
             raise SourceFailure(f"{name}: reading failed after {count} frames ({item})", "decode", count)
         yield item
         count += 1
+
+
+def _reconnecting(source: FrameSource, frames: Iterator[np.ndarray], reopen: Callable[[], FrameSource],
+                  attempts: int, wait: float) -> Iterator[np.ndarray]:
+    """``frames`` (the first connection's), then the frames of ``reopen()`` each time the source ends or fails, for up to
+    ``attempts`` consecutive reopenings (reset once a connection gives a frame). Ends as the last
+    connection did: cleanly at its end, or with its `SourceFailure`. A reopened stream of another frame
+    size is a `SourceFailure` (reason "resized"): its frames cannot join the same clips."""
+    failed, count = 0, 0
+    shape = (source.height, source.width, 3)
+    while frames is not None:
+        error: SourceFailure | None = None
+        try:
+            for frame in frames:
+                if frame.shape != shape:
+                    raise SourceFailure(f"{source.name}: frame size changed to {frame.shape[1]}x{frame.shape[0]} "
+                                        f"after reconnecting (was {source.width}x{source.height})", "resized", count)
+                failed = 0
+                yield frame
+                count += 1
+        except SourceFailure as failure:
+            if failure.reason == "resized":
+                raise
+            error = failure
+        frames, failed = _reopen(source, reopen, error, count, failed, attempts, wait)
+
+
+def _reopen(source: FrameSource, reopen: Callable[[], FrameSource], error: SourceFailure | None, count: int,
+            failed: int, attempts: int, wait: float) -> tuple[Iterator[np.ndarray] | None, int]:
+    """(frames of a reopened connection or None to end cleanly, consecutive attempts so far). Each
+    attempt is one line on stderr; a success is counted in ``source.reconnects`` and its resources join
+    ``source.closers``. Raises the last `SourceFailure` once ``attempts`` are used up."""
+    import sys
+    import time
+
+    while True:
+        failed += 1
+        if failed > attempts:
+            if error is None:
+                return None, failed
+            raise SourceFailure(f"{error} (gave up after {attempts} reconnect attempt(s))", error.reason,
+                                count) from None
+        why = f"failed ({error})" if error is not None else f"ended after {count} frames"
+        print(f"[stad.stream] {source.name} {why}; reconnecting in {wait:g} s ({failed}/{attempts})",
+              file=sys.stderr, flush=True)
+        time.sleep(wait)
+        try:
+            fresh = reopen()
+        except StreamSourceError as failure:
+            error = SourceFailure(str(failure), "disconnected", count)
+            continue
+        source.closers.extend(fresh.closers)
+        source.reconnects += 1
+        return fresh.frames, failed

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -247,20 +248,53 @@ def test_file_played_live_drops_or_scores_every_keyframe_and_finalises_outputs(s
     assert {r[1] for r in _rows(tmp_path / "s.csv")} <= {"0000", "0001", "0002"}
 
 
+def _write_ts(path: Path, frames: np.ndarray) -> None:
+    """BGR frames [N, H, W, 3] as H.264 in MPEG-TS at FPS."""
+    import av
+
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        container.mux(stream.encode())
+
+
+def _serve_in_turn(files: list[Path]) -> tuple[str, Callable[[], None]]:
+    """A local HTTP server whose i-th request gets ``files[i]`` whatever the path, then 404: a camera that
+    drops its connection after each file and is gone for good after the last. (URL, shutdown)."""
+    import http.server
+
+    served = iter(files)
+
+    class InTurn(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = next(served, None)
+            if path is None:
+                self.send_error(404)
+                return
+            body = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), InTurn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/cam.ts", server.shutdown
+
+
 @pytest.fixture
 def http_stream(setup, tmp_path):
     """The test frames as H.264 in MPEG-TS (streamable without range requests) served by a local HTTP server."""
     import functools
     import http.server
 
-    import av
-
-    with av.open(str(tmp_path / "cam.ts"), "w", format="mpegts") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
-        for frame in setup["frames"]:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
-        container.mux(stream.encode())
+    _write_ts(tmp_path / "cam.ts", setup["frames"])
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
@@ -349,3 +383,47 @@ def test_plans_out_of_time_order_are_an_error_not_wrong_clips():
         for index in range(80):
             scheduler.advance(index)
             ring.push(index, np.zeros((2, 2, 3), np.uint8))
+
+
+def test_reconnect_reopens_a_dropped_stream_and_gives_up_after_n_attempts(setup, tmp_path, capsys):
+    """``--reconnect N``: a network stream that ends is reopened (one stderr line each, counted), its frames
+    continue the same stream; when the source is gone for N attempts the run ends with exit 3, rows kept.
+    A reopened stream of another size is a failure, not mixed clips; files and stdin refuse the flag."""
+    from stad.apps import stream
+
+    first, small = tmp_path / "a.ts", tmp_path / "small.ts"
+    _write_ts(first, setup["frames"])
+    _write_ts(small, np.ascontiguousarray(setup["frames"][:10, ::2, ::2]))
+
+    url, shutdown = _serve_in_turn([first, first])
+    source = open_source(url, stall_timeout=5, reconnect=2, reconnect_wait=0)
+    frames = []
+    with pytest.raises(SourceFailure, match="gave up after 2 reconnect attempt") as info:
+        frames.extend(source.frames)
+    shutdown()
+    assert len(frames) == 150 and source.reconnects == 1 and info.value.reason == "disconnected"
+    assert np.array_equal(frames[80], frames[5])  # the second connection replays the file
+    err = capsys.readouterr().err
+    assert err.count(f"[stad.stream] {url} ended after 75 frames; reconnecting in 0 s (1/2)") == 1
+    assert "(2/2)" in err and "ended after 150 frames" in err
+
+    url, shutdown = _serve_in_turn([first, small])
+    source = open_source(url, stall_timeout=5, reconnect=1, reconnect_wait=0)
+    with pytest.raises(SourceFailure, match="frame size changed to 160x120 after reconnecting") as info:
+        sum(1 for _ in source.frames)
+    shutdown()
+    assert info.value.reason == "resized" and info.value.frames == 75
+    for spec in (str(setup["video"]), "-"):
+        with pytest.raises(StreamSourceError, match="--reconnect applies to cameras and network streams"):
+            open_source(spec, size=(8, 8), fps=5, reconnect=1)
+
+    url, shutdown = _serve_in_turn([first, first])
+    summary_path = tmp_path / "s.json"
+    code = stream.main(["--source", url, "--reconnect", "1", "--reconnect-wait", "0", "--realtime", "off",
+                        "--csv", str(tmp_path / "s.csv"), "--summary", str(summary_path), "--no-progress",
+                        *setup["model"]])
+    shutdown()
+    summary = json.loads(summary_path.read_text())
+    assert code == 3 and summary["reconnects"] == 1 and summary["frames"] == 150
+    assert summary["keyframes_done"] == 6 and "gave up after 1 reconnect attempt" in summary["ended"]
+    assert {r[1] for r in _rows(tmp_path / "s.csv")} == {f"{t:04d}" for t in range(6)}
