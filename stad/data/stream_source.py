@@ -269,25 +269,18 @@ def _with_stall_timeout(frames: Iterator[np.ndarray], timeout: float, name: str)
 
 def _reconnecting(source: FrameSource, frames: Iterator[np.ndarray], reopen: Callable[[], FrameSource],
                   attempts: int, wait: float) -> Iterator[np.ndarray]:
-    """``frames`` (the first connection's), then the frames of ``reopen()`` each time the source ends or fails, for up to
-    ``attempts`` consecutive reopenings (reset once a connection gives a frame). Ends as the last
-    connection did: cleanly at its end, or with its `SourceFailure`. A reopened stream of another frame
-    size is a `SourceFailure` (reason "resized"): its frames cannot join the same clips."""
+    """``frames`` (the first connection's), then those of ``reopen()`` each time the source ends or fails,
+    for up to ``attempts`` consecutive reopenings (reset once a connection gives a frame). Ends as the
+    last connection did: cleanly at its end, or with its `SourceFailure`."""
     failed, count = 0, 0
-    shape = (source.height, source.width, 3)
     while frames is not None:
         error: SourceFailure | None = None
         try:
             for frame in frames:
-                if frame.shape != shape:
-                    raise SourceFailure(f"{source.name}: frame size changed to {frame.shape[1]}x{frame.shape[0]} "
-                                        f"after reconnecting (was {source.width}x{source.height})", "resized", count)
                 failed = 0
                 yield frame
                 count += 1
         except SourceFailure as failure:
-            if failure.reason == "resized":
-                raise
             error = failure
         frames, failed = _reopen(source, reopen, error, count, failed, attempts, wait)
 
@@ -296,7 +289,8 @@ def _reopen(source: FrameSource, reopen: Callable[[], FrameSource], error: Sourc
             failed: int, attempts: int, wait: float) -> tuple[Iterator[np.ndarray] | None, int]:
     """(frames of a reopened connection or None to end cleanly, consecutive attempts so far). Each
     attempt is one line on stderr; a success is counted in ``source.reconnects`` and its resources join
-    ``source.closers``. Raises the last `SourceFailure` once ``attempts`` are used up."""
+    ``source.closers``. Raises the last `SourceFailure` once ``attempts`` are used up, and a
+    `SourceFailure` (reason "resized") for a reopened stream of another frame size."""
     import sys
     import time
 
@@ -317,5 +311,8 @@ def _reopen(source: FrameSource, reopen: Callable[[], FrameSource], error: Sourc
             error = SourceFailure(str(failure), "disconnected", count)
             continue
         source.closers.extend(fresh.closers)
+        if (fresh.width, fresh.height) != (source.width, source.height):  # its frames cannot join the same clips
+            raise SourceFailure(f"{source.name}: frame size changed to {fresh.width}x{fresh.height} after "
+                                f"reconnecting (was {source.width}x{source.height})", "resized", count)
         source.reconnects += 1
         return fresh.frames, failed
