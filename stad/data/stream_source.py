@@ -180,6 +180,7 @@ def _open_capture(spec: str, kind: str, fps: float | None, stall_timeout: float 
         raise StreamSourceError(f"{name}: opened but gave no frame")
     rate = fps or float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
     if not 0 < rate < 1000:
+        capture.release()
         raise StreamSourceError(f"{name}: the stream does not report its frame rate; give --fps")
 
     def read() -> Iterator[np.ndarray]:
