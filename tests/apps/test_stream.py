@@ -369,7 +369,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
                           (["--source", str(tmp_path / "no.mp4")], f"error: {tmp_path / 'no.mp4'}: no such file"),
                           (["--source", "-", "--size", "3x", "--fps", "5"], "error: --size '3x': expected WIDTHxHEIGHT"),
                           (["--source", "-", "--size", "8x8", "--fps", "5", "--every", "0"],
-                           "error: --every 0: must be positive")):
+                           "error: --every 0: must be positive"),
+                          (["--source", "http://127.0.0.1:9/cam.ts", "--reconnect", "-1"],
+                           "error: --reconnect -1 / --reconnect-wait 2: must not be negative")):
         assert stream.main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith(message) and not any("Traceback" in line for line in err), err
